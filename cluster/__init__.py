@@ -1,0 +1,1 @@
+"""Cluster job-submission toolkit for PyTorch training (login-node side; never imports torch)."""
