@@ -1,0 +1,164 @@
+"""The template every scheduler fills: shebang, directives, prologue, command, epilogue."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from cluster.spec import JobSpec
+
+EXIT_REQUEUE = 75
+"""Exit status of ``python -m train`` when it checkpointed and wants to continue (EX_TEMPFAIL)."""
+
+EXIT_SETUP_FAILED = 3
+"""Exit status of a script whose environment setup (a module load, TMPDIR) failed."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Per-submission settings that are not part of the spec."""
+
+    job_name: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    array: str | None = None
+    """Array range, e.g. ``0-3%2`` (Slurm), ``0-3`` (PBS Pro -J / Torque -t)."""
+    dependency: str | None = None
+    """Job id that must end first (PBS continuation jobs)."""
+    early_signal: bool = True
+    """Ask Slurm for USR2 before the walltime (``--signal``)."""
+    signal_batch_shell: bool = True
+    """Signal the batch shell (standalone script) rather than the job step (srun)."""
+    requeue: bool = True
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """Variables exported before the command (the submit path passes run-directory facts)."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A rendered batch script, kept in sections so that tests can compare them."""
+
+    directives: list[str]
+    prologue: list[str]
+    command: list[str]
+    epilogue: list[str] = field(default_factory=list)
+    shebang: str = "#!/bin/bash"
+
+    def text(self) -> str:
+        parts = [[self.shebang], self.directives, self.prologue, self.command, self.epilogue]
+        return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
+
+
+def quote(value: object) -> str:
+    """Quote one value for a directive or a shell word (values are validated by the spec loader)."""
+    return shlex.quote(str(value))
+
+
+def shell_path(path: str) -> str:
+    """A path for a double-quoted shell word: ``$VAR``/``${VAR}`` expand, nothing else does.
+
+    The spec loader already refused quotes, backslashes, backticks and ``$(``, so
+    double quotes are enough. A leading ``~`` becomes ``$HOME`` (no tilde expansion in quotes).
+    """
+    if path == "~" or path.startswith("~/"):
+        path = "$HOME" + path[1:]
+    return f'"{path}"'
+
+
+def directive_name(line: str) -> str:
+    """``--mem=16G`` -> ``--mem``; ``-l walltime=1:00:00`` -> ``-l walltime``; ``-q gpu`` -> ``-q``."""
+    line = line.strip()
+    if line.startswith("--"):
+        return line.split("=", 1)[0].split()[0]
+    head, _, rest = line.partition(" ")
+    if head == "-l" and rest:
+        return "-l " + rest.split("=", 1)[0].split(":", 1)[0]
+    return head
+
+
+def _skipped(line: str, skip: tuple[str, ...]) -> bool:
+    name = directive_name(line)
+    wanted = {s.strip() for s in skip}
+    return name in wanted or name.lstrip("-") in wanted or name.split(" ", 1)[-1] in wanted
+
+
+def modules_init() -> list[str]:
+    """Make ``module`` available in a non-login batch shell (sites differ in where it lives)."""
+    return [
+        "if ! type module >/dev/null 2>&1; then",
+        "    for init in /etc/profile.d/modules.sh /usr/share/modules/init/bash \\",
+        '                \"${MODULESHOME:-/usr/share/modules}/init/bash\" /etc/profile.d/lmod.sh; do',
+        '        if [ -r "$init" ]; then . "$init"; break; fi',
+        "    done",
+        "fi",
+    ]
+
+
+def prologue(spec: JobSpec, module: ModuleType, options: JobOptions) -> list[str]:
+    env = spec.environment
+    lines = ["# --- environment (rendered by cluster-train)"]
+    lines += module.workdir_lines()
+    if env.modules:
+        lines += modules_init()
+        for name in env.modules:
+            # Fail fast: a job that silently trains on CPU because CUDA did not load is the worst outcome.
+            lines.append(
+                f"module load {quote(name)} || {{ echo \"cluster-train: 'module load {name}' failed;"
+                f" stopping before training (fix environment.modules)\" >&2; exit {EXIT_SETUP_FAILED}; }}"
+            )
+    if env.tmpdir:
+        lines.append(f"export TMPDIR={shell_path(env.tmpdir)}")
+        lines.append(
+            'mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR'
+            f' (fix environment.tmpdir)\" >&2; exit {EXIT_SETUP_FAILED}; }}'
+        )
+    for name, value in env.env:
+        lines.append(f"export {name}={shell_path(value)}")
+    if spec.resources.time_seconds:
+        # The trainer checkpoints before this moment; PBS gives no early warning.
+        lines.append(f"export CLUSTER_DEADLINE=$(( $(date +%s) + {spec.resources.time_seconds} ))")
+    for name, value in options.extra_env:
+        lines.append(f"export {name}={quote(value)}")
+    if env.setup:
+        lines.append("# setup lines from the spec (trusted input, run as written)")
+        lines += list(env.setup)
+    return lines
+
+
+def standalone_command(spec: JobSpec, module: ModuleType) -> list[str]:
+    """Run ``python -m train`` on a copy of the resolved spec embedded in the script."""
+    python = shell_path(spec.environment.python) if spec.environment.python else "python3"
+    runs_dir = shell_path(spec.output.runs_dir)[1:-1]
+    spec_yaml = spec.to_yaml().rstrip("\n")
+    return [
+        "# --- run: the resolved spec travels inside this script",
+        'JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"',
+        'JOB_ID="${JOB_ID%%.*}"',
+        f'RUN_DIR="${{CLUSTER_RUN_DIR:-{runs_dir}/{spec.name}-$JOB_ID}}"',
+        'mkdir -p "$RUN_DIR"',
+        'if [ ! -e "$RUN_DIR/spec.yaml" ]; then',
+        "cat > \"$RUN_DIR/spec.yaml\" <<'CLUSTER_TRAIN_SPEC'",
+        spec_yaml,
+        "CLUSTER_TRAIN_SPEC",
+        "fi",
+        f'{python} -m train --config "$RUN_DIR/spec.yaml" --run-dir "$RUN_DIR" &',
+        "child=$!",
+        "# Forward the scheduler's warning to the trainer, which checkpoints at the next step.",
+        "trap 'kill -USR2 \"$child\" 2>/dev/null' USR2 TERM",
+        'wait "$child"; status=$?',
+        'while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done',
+    ] + module.requeue_lines(spec)
+
+
+def build_script(spec: JobSpec, module: ModuleType, *, command: list[str] | None,
+                 options: JobOptions) -> Script:
+    directives = module.directives(spec, options)
+    extra = list(spec.scheduler.extra_directives)
+    kept = [d for d in directives if not _skipped(d, spec.scheduler.skip_directives)]
+    prefix = module.PREFIX
+    directive_lines = [f"{prefix} {d}" for d in kept + extra]
+    body = command if command is not None else standalone_command(spec, module)
+    epilogue = [] if command is not None else ['exit "$status"']
+    return Script(directives=directive_lines, prologue=prologue(spec, module, options),
+                  command=body, epilogue=epilogue)
