@@ -14,7 +14,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -32,7 +32,9 @@ _MODULE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Paths may use $VAR and ${VAR}; nothing that runs a command or ends one.
 _PATH_FORBIDDEN = ("$(", "`", ";", "&", "|", "<", ">", '"', "\\", "'")
+_PATH_VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_NOT_TAB_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 # ---------------------------------------------------------------- YAML
@@ -72,13 +74,20 @@ def parse_yaml(text: str) -> Any:
 # ---------------------------------------------------------------- units
 
 
+_NOT_POSITIVE = "must be more than zero"
+
+
 def parse_walltime(value: Any) -> int:
-    """Return seconds for ``HH:MM:SS``, ``D-HH:MM:SS``, ``H:MM:SS`` or a number of minutes."""
+    """Return seconds for ``HH:MM:SS``, ``D-HH:MM:SS``, ``H:MM:SS`` or a number of minutes.
+
+    Raises ValueError: with the message ``must be more than zero`` for a zero or
+    negative time, with no message for anything it cannot parse.
+    """
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, int):
         if value <= 0:
-            raise ValueError
+            raise ValueError(_NOT_POSITIVE)
         return value * 60
     if not isinstance(value, str):
         raise ValueError
@@ -86,7 +95,7 @@ def parse_walltime(value: Any) -> int:
     if re.fullmatch(r"\d+", text):
         minutes = int(text)
         if minutes <= 0:
-            raise ValueError
+            raise ValueError(_NOT_POSITIVE)
         return minutes * 60
     match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d):(\d\d)", text)
     if not match:
@@ -96,7 +105,7 @@ def parse_walltime(value: Any) -> int:
         raise ValueError
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     if total <= 0:
-        raise ValueError
+        raise ValueError(_NOT_POSITIVE)
     return total
 
 
@@ -111,22 +120,29 @@ _MEM_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 
 def parse_memory(value: Any) -> int:
-    """Return mebibytes for ``16G``, ``16GB``, ``16GiB``, ``500M``, ``2T`` or a plain number of GB."""
+    """Return mebibytes for ``16G``, ``16GB``, ``16GiB``, ``500M``, ``2T`` or a plain number of GB.
+
+    Raises ValueError like :func:`parse_walltime`. A bare ``B`` is refused: ``16B``
+    would otherwise read as 16 GB.
+    """
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
-        if value <= 0:
+        number, unit = float(value), "g"
+    elif isinstance(value, str):
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT])(?:[iI]?[bB])?)?", value.strip())
+        if not match:
             raise ValueError
-        return int(round(value * 1024))
-    if not isinstance(value, str):
+        number, unit = float(match.group(1)), (match.group(2) or "g").lower()
+    else:
         raise ValueError
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgGtT])?(?:i?[bB])?", value.strip())
-    if not match:
+    if number != number or number in (float("inf"), float("-inf")):
         raise ValueError
-    number, unit = float(match.group(1)), (match.group(2) or "g").lower()
+    if number <= 0:
+        raise ValueError(_NOT_POSITIVE)
     mb = int(round(number * _MEM_UNITS[unit]))
     if mb <= 0:
-        raise ValueError
+        raise ValueError("must be at least 1M")
     return mb
 
 
@@ -268,7 +284,7 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
     """Load, merge (``extends``), override (``--set``) and validate a spec file."""
     path = Path(path)
-    data, origins = _load_with_extends(path, chain=())
+    data, origins = _load_with_extends(path, chain=(), names=())
     for item in overrides:
         _apply_override(data, origins, item, str(path))
     try:
@@ -307,7 +323,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SpecError("", f"not valid UTF-8 (byte {err.start})", where) from None
+        bad = raw[err.start:err.start + 1].hex()
+        raise SpecError("", f"not valid UTF-8 (byte 0x{bad} at offset {err.start}; save the file as UTF-8)",
+                        where) from None
     try:
         doc = parse_yaml(text)
     except yaml.YAMLError as err:
@@ -327,11 +345,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
+def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ...]
+                       ) -> tuple[dict, dict[str, str]]:
+    """``chain`` holds the resolved files that extend this one (to find cycles), ``names`` the same as written."""
     resolved = path.resolve()
     if resolved in chain:
-        cycle = " -> ".join(str(p) for p in (*chain, resolved))
-        raise SpecError("extends", f"cycle: {cycle}", str(chain[-1]))
+        cycle = " -> ".join((*names, str(path)))
+        raise SpecError("extends", f"cycle {cycle} (a file must not extend itself, directly or not)", names[-1])
     doc = _read_yaml(path)
     base_ref = doc.pop("extends", None)
     origins: dict[str, str] = {}
@@ -339,11 +359,13 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[
         merged: dict = {}
     else:
         if not isinstance(base_ref, str) or not base_ref.strip():
-            raise SpecError("extends", "must be a relative path to a site defaults file", str(path))
+            raise SpecError("extends", f"must be a path to a site defaults file (got {_kind(base_ref)}; "
+                            "allowed: a path relative to this file)", str(path))
         base_path = path.parent / base_ref
         if not base_path.exists():
-            raise SpecError("extends", f"file not found: {base_ref} (looked in {base_path})", str(path))
-        merged, origins = _load_with_extends(base_path, chain + (resolved,))
+            raise SpecError("extends", f"file not found: {base_ref} (looked for {base_path}; "
+                            "allowed: a path relative to this file)", str(path))
+        merged, origins = _load_with_extends(base_path, chain + (resolved,), names + (str(path),))
     _deep_merge(merged, doc, origins, str(path), prefix="")
     return merged, origins
 
@@ -355,10 +377,22 @@ def _deep_merge(base: dict, top: Mapping, origins: dict[str, str], file: str, pr
             _deep_merge(base[key], value, origins, file, prefix=f"{dotted}.")
         else:
             base[key] = value
-        origins[dotted] = file
+        _note_origin(origins, dotted, file)
+
+
+def _note_origin(origins: dict[str, str], key: str, file: str) -> None:
+    """Record where ``key`` was last set; re-inserting keeps the dict in the order of setting."""
+    origins.pop(key, None)
+    origins[key] = file
 
 
 def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
+    """The file (or ``--set``) that last set ``key``, a key inside it, or failing that a section around it."""
+    key = re.sub(r"\[\d+\]", "", key)  # environment.modules[1] was set as environment.modules
+    if key:
+        inside = [file for name, file in origins.items() if name == key or name.startswith(key + ".")]
+        if inside:
+            return inside[-1]
     parts = key.split(".") if key else []
     while parts:
         found = origins.get(".".join(parts))
@@ -373,13 +407,16 @@ def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or not all(key.split(".")):
-        raise SpecError("--set", f"expected dotted.key=value (got {item!r})", file)
+        raise SpecError("", "expected dotted.key=value (e.g. --set resources.time=01:00:00)", where)
     try:
         value = parse_yaml(text) if text.strip() else None
+    except yaml.constructor.ConstructorError:
+        raise SpecError(key, "YAML tags that construct objects are not allowed (allowed: plain YAML values)",
+                        where) from None
     except yaml.YAMLError:
-        value = text
+        value = text  # not YAML (e.g. an unbalanced bracket): take the text as it is
     _set_dotted(data, key.split("."), value, key, where)
-    origins[key] = where
+    _note_origin(origins, key, where)
 
 
 def _set_dotted(data: dict, parts: list[str], value: Any, key: str, where: str) -> None:
@@ -431,8 +468,25 @@ def _count(section: Mapping, prefix: str, key: str, default: int, minimum: int =
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise SpecError(f"{prefix}.{key}", f"must be {need} (got {value!r})")
+        raise SpecError(f"{prefix}.{key}", f"must be {need} (got {_show(value)})")
     return value
+
+
+def _unit(value: Any, key: str, parse: Callable[[Any], int], allowed: str) -> int:
+    try:
+        return parse(value)
+    except ValueError as err:
+        problem = str(err) or "cannot parse"
+        raise SpecError(key, f"{problem}: {_show(value)} (allowed: {allowed})") from None
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
 
 
 def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -> str:
@@ -446,13 +500,18 @@ def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -
 
 
 def _safe_path(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(key, f"must be a non-empty path string (got {_kind(value)})")
+    if not isinstance(value, str):
+        raise SpecError(key, f"must be a path string (got {_kind(value)})")
+    if not value.strip():
+        raise SpecError(key, "is empty (allowed: a path, $VAR or ${VAR})")
     if _CONTROL_RE.search(value):
         raise SpecError(key, "contains a newline or control character (allowed: a path, $VAR or ${VAR})")
     for bad in _PATH_FORBIDDEN:
         if bad in value:
             raise SpecError(key, f"contains {bad!r} (allowed: a path, $VAR or ${{VAR}}; no commands or quotes)")
+    # A stray brace would end the ${CLUSTER_RUN_DIR:-...} expansion the script wraps runs_dir in.
+    if re.search(r"[{}]", _PATH_VAR_RE.sub("", value)):
+        raise SpecError(key, "contains '{' or '}' outside ${VAR} (allowed: a path, $VAR or ${VAR})")
     return value
 
 
@@ -466,8 +525,8 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise SpecError(f"{key}[{i}]", f"must be a string (got {_kind(item)})")
-        if "\n" in item or "\x00" in item:
-            raise SpecError(f"{key}[{i}]", "contains a newline or NUL (one line per item)")
+        if _CONTROL_NOT_TAB_RE.search(item):
+            raise SpecError(f"{key}[{i}]", "contains a newline or control character (allowed: one line per item)")
     return tuple(value)
 
 
@@ -496,17 +555,11 @@ def _build(data: dict, source: str) -> JobSpec:
             _safe_string(r[key], f"resources.{key}", _QUEUE_RE, "letters, digits, '.', '_', '-', '@'")
     mem_mb = time_seconds = None
     if r.get("mem") is not None:
-        try:
-            mem_mb = parse_memory(r["mem"])
-        except ValueError:
-            raise SpecError("resources.mem", f"cannot parse {r['mem']!r} "
-                            "(allowed: 16G, 16GB, 16GiB, 500M, or a plain number of GB)") from None
+        mem_mb = _unit(r["mem"], "resources.mem", parse_memory,
+                       "16G, 16GB, 16GiB, 500M, or a plain number of GB")
     if r.get("time") is not None:
-        try:
-            time_seconds = parse_walltime(r["time"])
-        except ValueError:
-            raise SpecError("resources.time", f"cannot parse {r['time']!r} "
-                            "(allowed: HH:MM:SS, D-HH:MM:SS, or minutes)") from None
+        time_seconds = _unit(r["time"], "resources.time", parse_walltime,
+                             "HH:MM:SS, D-HH:MM:SS, or minutes")
     resources = Resources(
         queue=r.get("queue"),
         account=r.get("account"),

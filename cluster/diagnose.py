@@ -1,0 +1,67 @@
+"""Why did a run fail, and what should the user do? One cause and one action per run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from cluster.runs import Run
+
+
+def _tail(path: Path, size: int = 65536) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def stderr_text(run: Run) -> str:
+    """The end of every stderr the run has (submitit's logs and PBS -e files)."""
+    files = sorted(run.logs_dir.glob("*.err")) + sorted(run.logs_dir.glob("*log.err"))
+    return "\n".join(_tail(p) for p in dict.fromkeys(files))
+
+
+def last_python_error(text: str) -> str | None:
+    """The ``SomeError: message`` line that ends the last traceback in ``text``."""
+    last, in_traceback = None, False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line):
+            last, in_traceback = line.strip(), False
+    return last
+
+
+def diagnose(run: Run, record: dict[str, Any], state: str, job: Any) -> tuple[str | None, str | None]:
+    """(cause, suggested action) for a run that did not complete."""
+    resume = f"resume with: cluster resume {run.path}"
+    err = stderr_text(run)
+    if "cluster-train: 'module load" in err:
+        line = next(l for l in err.splitlines() if "cluster-train: 'module load" in l)
+        return line.replace("cluster-train: ", ""), "fix environment.modules (run `module avail` on the cluster)"
+    if re.search(r"CUDA (is )?not available|no CUDA GPUs are available", err, re.I):
+        return ("CUDA not available although GPUs were requested",
+                "check resources.gpus_per_node, environment.modules (cuda) and `cluster doctor --probe`")
+    if state == "out-of-memory" or "exceeded memory limit" in err or "oom-kill" in err.lower():
+        return "out of memory", "raise resources.mem or lower train.batch_size"
+    if state == "timeout" or "DUE TO TIME LIMIT" in err:
+        return "hit the walltime", f"raise resources.time or lower train.epochs; {resume}"
+    if state == "node-fail":
+        return "node failure", resume
+    if state == "cancelled" or re.search(r"CANCELLED AT .* DUE TO PREEMPTION", err):
+        if "PREEMPTION" in err:
+            return "preempted", resume
+        return "cancelled", resume
+    if "out of requeues" in (record.get("error") or ""):
+        return record["error"].split(";")[0], resume
+    error = last_python_error(err) or record.get("error")
+    if error:
+        return f"Python error: {error}", f"fix the error, then {resume}"
+    if state == "failed":
+        code = getattr(job, "exit_code", "") if job else ""
+        return (f"job failed (exit {code})" if code else "job failed"), f"see `cluster logs {run.path} --err`; {resume}"
+    return None, None

@@ -1,0 +1,69 @@
+"""``cluster logs``: a run's stdout or stderr across all its jobs and attempts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from cluster.runs import TERMINAL_STATES, Run
+
+
+def log_files(run: Run, err: bool = False) -> list[tuple[str, Path]]:
+    """(job id, file) for every job of the run, in submission order.
+
+    Requeued attempts of one job append to the same file (``--open-mode=append``);
+    each attempt starts with the job's own ``===== cluster-train: attempt N`` line.
+    """
+    suffix = "err" if err else "out"
+    found: list[tuple[str, Path]] = []
+    seen: set[Path] = set()
+    for job in run.read().get("jobs", []):
+        job_id = job["job_id"]
+        candidates = sorted(run.logs_dir.glob(f"{job_id}_*log.{suffix}")) + \
+            sorted(run.logs_dir.glob(f"{job_id}.{suffix}"))
+        for path in candidates:
+            if path not in seen:
+                seen.add(path)
+                found.append((job_id, path))
+    return found
+
+
+def _emit(lines, out) -> None:
+    for line in lines:
+        out.write(line)
+
+
+def show_logs(run: Run, *, err: bool = False, follow: bool = False, tail: int | None = None,
+              out=sys.stdout) -> int:
+    files = log_files(run, err)
+    if not files and not follow:
+        out.write(f"(no {'stderr' if err else 'stdout'} yet for {run.id}; the job may still be pending)\n")
+        return 0
+    chunks: list[str] = []
+    for job_id, path in files:
+        chunks.append(f"----- job {job_id}: {path} -----\n")
+        with open(path, errors="replace") as handle:
+            chunks.extend(handle.readlines())
+    _emit(deque(chunks, maxlen=tail) if tail else chunks, out)
+    out.flush()
+    if not follow:
+        return 0
+    from cluster.status import rows_for
+
+    positions = {path: path.stat().st_size for _, path in files}
+    while True:
+        for job_id, path in log_files(run, err):
+            if path not in positions:
+                out.write(f"----- job {job_id}: {path} -----\n")
+                positions[path] = 0
+            with open(path, errors="replace") as handle:
+                handle.seek(positions[path])
+                data = handle.read()
+                positions[path] = handle.tell()
+            out.write(data)
+        out.flush()
+        if rows_for([run])[0].state in TERMINAL_STATES:
+            return 0
+        time.sleep(1.0)

@@ -1,0 +1,161 @@
+"""Run directories and their ``run.json``: the one record of a run across jobs and attempts.
+
+A run directory holds::
+
+    spec.yaml        the resolved spec (``python -m train --config`` reads it as is)
+    submitted.sh     the exact script handed to the scheduler (absent for local runs)
+    run.json         scheduler, every job id, submit times, attempts, requeues, state
+    logs/            submitit's folder: stdout/stderr of every attempt
+    checkpoints/     written by the trainer
+    metrics.jsonl    one line per epoch, written by the trainer
+    summary.json     written by the trainer on completion
+
+``run.json`` is written by the login node (submit, resume, cancel) and by the job
+(attempt start, requeue, end), so every update is a read-modify-write under an
+exclusive lock, and the write itself is atomic (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from cluster.errors import ClusterError
+
+TERMINAL_STATES = ("completed", "failed", "timeout", "cancelled", "out-of-memory", "node-fail")
+ALL_STATES = ("pending", "running", "requeued") + TERMINAL_STATES + ("unknown",)
+
+
+def now_iso() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """All of ``text`` or nothing, even if the machine dies mid-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Run:
+    """A run directory on disk."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # --- paths
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def script_path(self) -> Path:
+        return self.path / "submitted.sh"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    def exists(self) -> bool:
+        return self.record_path.is_file()
+
+    # --- run.json
+    def read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.record_path.read_text())
+        except FileNotFoundError:
+            raise ClusterError(f"{self.path}: not a run directory (no run.json)") from None
+        except (OSError, ValueError) as err:
+            raise ClusterError(f"{self.record_path}: unreadable ({err})") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.path / ".run.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Apply ``change`` to run.json under the lock and write it back atomically."""
+        with self._locked():
+            record = self.read() if self.record_path.exists() else {}
+            change(record)
+            write_atomic(self.record_path, json.dumps(record, indent=2) + "\n")
+            return record
+
+    # --- helpers used by submit/resume and by the job
+    def current_job_id(self, record: dict[str, Any] | None = None) -> str | None:
+        record = record if record is not None else self.read()
+        jobs = record.get("jobs") or []
+        return jobs[-1]["job_id"] if jobs else None
+
+    def add_job(self, job_id: str, reason: str) -> None:
+        def change(record: dict[str, Any]) -> None:
+            record.setdefault("jobs", []).append({"job_id": str(job_id), "submitted": now_iso(), "reason": reason})
+            # A fast job may have started (and recorded its attempt) before we got here.
+            if not any(a.get("job_id") == str(job_id) for a in record.get("attempts", [])):
+                record["state"] = "pending"
+                record.pop("error", None)
+
+        self.update(change)
+
+    def set_state(self, state: str, **extra: Any) -> None:
+        def change(record: dict[str, Any]) -> None:
+            record["state"] = state
+            record["updated"] = now_iso()
+            record.update(extra)
+
+        self.update(change)
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Create ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>-<6 hex>``; never shared between two submissions.
+
+    ``mkdir`` without ``exist_ok`` is the arbiter: of two submissions that drew the
+    same name in the same second, one gets an error and draws again.
+    """
+    root = Path(runs_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = root / f"{name}-{stamp}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path.resolve()
+    raise ClusterError(f"{root}: could not create a unique run directory")
+
+
+def find_run(ref: str, runs_dir: str | Path = "runs") -> Run:
+    """A run from a path or a run id under ``runs_dir``."""
+    for candidate in (Path(ref), Path(runs_dir) / ref):
+        if (candidate / "run.json").is_file():
+            return Run(candidate.resolve())
+    raise ClusterError(f"{ref}: no such run (expected a run directory with run.json, or a run id under {runs_dir}/)")

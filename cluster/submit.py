@@ -1,0 +1,143 @@
+"""Submit, resume and cancel runs through submitit (Slurm, PBS, or the local executor).
+
+The submitting process never imports torch: the job's callable (:class:`cluster.job.TrainJob`)
+imports the trainer only on the compute node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import FailedSubmissionError
+
+from cluster import shell
+from cluster.errors import ClusterError, SchedulerError
+from cluster.job import TrainJob
+from cluster.runs import TERMINAL_STATES, Run, new_run_dir, now_iso, write_atomic
+from cluster.spec import JobSpec
+
+
+def resolve_executor(spec: JobSpec, requested: str | None) -> str:
+    """``slurm``, ``pbs`` or ``local``: the command line's choice, else the spec's, ``auto`` detected."""
+    kind = requested or spec.scheduler.kind
+    return shell.detect_scheduler() if kind == "auto" else kind
+
+
+def make_executor(kind: str, spec: JobSpec, run_dir: Path, **kwargs: Any) -> submitit.Executor:
+    folder = run_dir / "logs"
+    if kind == "slurm":
+        from cluster.executors import SlurmExecutor
+
+        return SlurmExecutor(folder, spec, run_dir, **kwargs)
+    if kind == "pbs":
+        from cluster.pbs.executor import PBSExecutor
+
+        return PBSExecutor(folder, spec=spec, run_dir=run_dir, **kwargs)
+    from cluster.executors import local_executor
+
+    return local_executor(folder, spec)
+
+
+def _scheduler_message(err: FailedSubmissionError) -> str:
+    """The scheduler's own words from submitit's error (its text carries the command's output)."""
+    text = str(err)
+    for marker in ("sbatch: error:", "qsub:", "qsub: "):
+        lines = [l.strip() for l in text.splitlines() if marker in l]
+        if lines:
+            return " ".join(dict.fromkeys(lines))
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else text
+
+
+def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None) -> Run:
+    """Create the run directory with the resolved spec and a fresh run.json."""
+    run = Run(run_dir or new_run_dir(spec.output.runs_dir, spec.name))
+    write_atomic(run.spec_path, spec.to_yaml())
+    (run.path / "checkpoints").mkdir(exist_ok=True)
+    run.logs_dir.mkdir(exist_ok=True)
+
+    def init(record: dict[str, Any]) -> None:
+        record.update({
+            "run_id": run.id, "name": spec.name, "scheduler": kind, "pbs_flavor": spec.scheduler.pbs_flavor,
+            "created": now_iso(), "state": "submitting", "jobs": [], "attempts": [], "requeues": 0,
+            "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
+            "epochs": spec.train.epochs, "spec": "spec.yaml",
+        })
+
+    run.update(init)
+    return run
+
+
+def _copy_script(job: submitit.Job, run: Run) -> None:
+    source = Path(job.paths.submission_file)
+    if source.exists():
+        shutil.copyfile(source, run.script_path)
+
+
+def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
+    """Submit one run; return it and its job id. A refused submission leaves no run directory."""
+    kind = resolve_executor(spec, executor)
+    run = prepare_run(spec, kind)
+    try:
+        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
+    except FailedSubmissionError as err:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    _copy_script(job, run)
+    run.add_job(job.job_id, "submit")
+    return run, job.job_id
+
+
+def resume(run: Run) -> str:
+    """Continue a dead run from its newest valid checkpoint, as a new job in the same directory."""
+    from cluster.spec import load_spec
+    from cluster.status import rows_for
+
+    row = rows_for([run])[0]
+    if row.state in ("pending", "running", "requeued"):
+        raise ClusterError(f"{run.path}: still {row.state} as job {row.job_id}; cancel it first "
+                           f"(cluster cancel {run.path})")
+    if row.state == "completed":
+        raise ClusterError(f"{run.path}: already completed; nothing to resume")
+    record = run.read()
+    spec = load_spec(run.spec_path)
+    kind = record.get("scheduler", "local")
+    try:
+        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
+    except FailedSubmissionError as err:
+        raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
+    _copy_script(job, run)
+    run.add_job(job.job_id, "resume")
+    return job.job_id
+
+
+def cancel(run: Run) -> str | None:
+    """Cancel the run's live job; return its id (None when nothing was live)."""
+    from cluster.status import rows_for
+
+    row = rows_for([run])[0]
+    if row.state in TERMINAL_STATES or not row.job_id:
+        return None
+    kind = run.read().get("scheduler", "local")
+    if kind == "slurm":
+        shell.run(["scancel", row.job_id])
+    elif kind == "pbs":
+        shell.run(["qdel", row.job_id])
+    else:
+        try:
+            os.kill(int(row.job_id), signal.SIGTERM)  # the controller forwards it to the task
+        except (ProcessLookupError, ValueError):
+            pass
+    run.set_state("cancelled", ended=now_iso())
+    return row.job_id
+
+
+__all__ = ["submit", "resume", "cancel", "resolve_executor", "SchedulerError"]
