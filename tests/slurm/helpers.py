@@ -1,0 +1,187 @@
+"""Helpers for tests that use the local Slurm cluster (tests/slurm/cluster.sh).
+
+All commands run with the process environment, which the ``slurm_cluster`` fixture
+(tests/conftest.py) fills with SLURM_CONF and MODULEPATH from ``cluster.sh env``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable
+
+CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
+MODULEFILES = Path(__file__).resolve().parent / "modulefiles"
+
+#: Job states after which a job will not run again (unless requeued by hand).
+TERMINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+def run(cmd: list[str], *, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """Run a command, capture text output; raise SlurmError (with stderr) when check fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise SlurmError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}"
+        )
+    return proc
+
+
+# ------------------------------------------------------------------ cluster control
+
+
+def cluster_env() -> dict[str, str]:
+    """The variables that ``eval "$(cluster.sh env)"`` sets, as a dict."""
+    script = f'eval "$(bash {_q(CLUSTER_SH)} env)" && env -0'
+    proc = run(["bash", "-c", script], env={**os.environ})
+    out = {}
+    for item in proc.stdout.split("\0"):
+        key, sep, value = item.partition("=")
+        if sep and key in ("SLURM_CONF", "MODULEPATH", "MODULESHOME", "CLUSTER_TEST_STATE"):
+            out[key] = value
+    return out
+
+
+def cluster_sh(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run tests/slurm/cluster.sh with the given arguments (raises on failure)."""
+    return run(["bash", str(CLUSTER_SH), *args], timeout=timeout)
+
+
+def cluster_mode() -> str:
+    """'acct' or 'noacct': the mode cluster.sh last brought the cluster up in."""
+    state = os.environ.get("CLUSTER_TEST_STATE") or cluster_env()["CLUSTER_TEST_STATE"]
+    try:
+        return Path(state, "mode").read_text().strip()
+    except OSError:
+        return "acct"
+
+
+def set_accounting(enabled: bool) -> None:
+    """Switch the cluster between accounting and no-accounting mode (a few seconds)."""
+    cluster_sh("up") if enabled else cluster_sh("up", "--no-accounting")
+
+
+def node_states() -> list[str]:
+    """sinfo's state of each node ('idle', 'mixed', 'down*', ...); raises if sinfo fails."""
+    proc = run(["sinfo", "-h", "-N", "-o", "%T"], timeout=20)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def accounting_enabled() -> bool:
+    proc = run(["sacct", "-n", "-X", "-S", "now-1minutes"], check=False, timeout=20)
+    return proc.returncode == 0
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def sbatch(script_path: str | os.PathLike, *args: str, cwd: str | os.PathLike | None = None) -> str:
+    """Submit with ``sbatch --parsable ARGS SCRIPT``; return the job id ('123' or '123_4')."""
+    proc = run(["sbatch", "--parsable", *args, str(script_path)], cwd=cwd)
+    return proc.stdout.strip().split(";")[0]
+
+
+def show_job(job_id: str | int) -> dict[str, str] | None:
+    """``scontrol show job -o`` as a dict, or None when slurmctld no longer knows the job.
+
+    For an array job id ('12') this describes the first task listed.
+    """
+    proc = run(["scontrol", "show", "job", "-o", str(job_id)], check=False, timeout=20)
+    if proc.returncode != 0:
+        if "Invalid job id" in proc.stderr:
+            return None
+        raise SlurmError(f"scontrol show job {job_id}: {proc.stderr.strip()}")
+    line = proc.stdout.splitlines()[0] if proc.stdout.strip() else ""
+    # Values may contain spaces (Reason, Command...): split before each ' Key='.
+    fields = re.split(r" (?=[A-Za-z][A-Za-z0-9_:/]*=)", line.strip())
+    return dict(f.split("=", 1) for f in fields if "=" in f)
+
+
+def sacct_state(job_id: str | int) -> str | None:
+    """The job's state from sacct (allocation line), or None if sacct has nothing / is disabled."""
+    proc = run(["sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State"], check=False, timeout=20)
+    if proc.returncode != 0:
+        return None
+    states = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
+    if not states:
+        return None
+    return states[0].split()[0]  # "CANCELLED by 0" -> "CANCELLED"
+
+
+def job_state(job_id: str | int) -> str | None:
+    """Current state ('PENDING', 'RUNNING', 'COMPLETED', ...) from scontrol, else sacct."""
+    info = show_job(job_id)
+    if info is not None:
+        return info.get("JobState")
+    return sacct_state(job_id)
+
+
+def wait_state(job_id: str | int, states: str | Iterable[str], timeout: float = 60, poll: float = 0.5) -> str:
+    """Wait until the job is in one of ``states``; return that state.
+
+    Raises TimeoutError (with the last state seen) after ``timeout`` seconds, and
+    SlurmError if the job reaches a terminal state that was not asked for.
+    """
+    wanted = {states} if isinstance(states, str) else set(states)
+    deadline = time.monotonic() + timeout
+    state = None
+    while True:
+        state = job_state(job_id)
+        if state in wanted:
+            return state
+        if state in TERMINAL_STATES:
+            raise SlurmError(f"job {job_id} ended {state} while waiting for {sorted(wanted)}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} not in {sorted(wanted)} after {timeout}s (last state: {state})")
+        time.sleep(poll)
+
+
+def wait_job(job_id: str | int, timeout: float = 120, poll: float = 0.5) -> str:
+    """Wait until the job reaches a terminal state; return it (e.g. 'COMPLETED')."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while True:
+        state = job_state(job_id)
+        if state in TERMINAL_STATES:
+            return state
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} not finished after {timeout}s (last state: {state})")
+        time.sleep(poll)
+
+
+def make_eligible(job_id: str | int) -> None:
+    """Let a pending job start now (``scontrol update JobId=N StartTime=now``).
+
+    A requeued job is held back ~2 minutes (Reason=BeginTime); this skips that wait.
+    """
+    run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=20)
+
+
+def scancel(job_id: str | int) -> None:
+    run(["scancel", str(job_id)], check=False, timeout=20)
+
+
+def _q(path: os.PathLike | str) -> str:
+    return "'" + str(path).replace("'", "'\\''") + "'"
