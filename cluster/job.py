@@ -62,10 +62,10 @@ class TrainJob(submitit.helpers.Checkpointable):
                 run.set_state("completed", ended=now_iso())
             return result.summary
 
-        reason = getattr(trainer, "stop_reason", None) or "signal"
+        reason = result.reason or "signal"
         if rank != 0:
             sys.exit(0)
-        if reason in ("SIGTERM", "term"):
+        if reason == "SIGTERM":
             # The scheduler is requeuing, preempting or cancelling us: it decides what comes next.
             def stopped(record: dict[str, Any]) -> None:
                 if record.get("state") != "cancelled":  # `cluster cancel` said so first
