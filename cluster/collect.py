@@ -1,0 +1,367 @@
+"""``cluster collect``: gather what runs produced into one folder, with curves and a comparison.
+
+For each run, ``DIR/<run_id>/`` receives::
+
+    checkpoints/final.pt, checkpoints/best.pt   (those that exist)
+    metrics.jsonl        complete lines only (a running trainer may be mid-line)
+    logs/*.out, *.err    every attempt's stdout and stderr
+    submitted.sh, spec.yaml, run.json
+    summary.json         the run's own summary (if it completed) plus run facts
+    curves.png           losses and validation metrics per epoch (needs matplotlib)
+
+and, for several runs, ``DIR/comparison.csv``: one row per run, sorted by the chosen
+validation metric (best first), also printed.
+
+Collecting again is safe: every file is copied to a temporary name beside its target and
+renamed into place, so a reader never sees half a file, and unchanged files are skipped.
+A run that is still going is collected as it stands, and the report says so.
+
+Login-node code: standard library and yaml only; matplotlib is imported inside
+:func:`plot_curves`, and its absence only skips the plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import ClusterError
+from cluster.runs import Run, now_iso, write_atomic
+
+FILES = ("checkpoints/final.pt", "checkpoints/best.pt", "submitted.sh", "spec.yaml", "run.json")
+"""Copied as they are, when they exist (metrics.jsonl and logs are handled on their own)."""
+
+LOG_PATTERNS = ("*.out", "*.err")
+LIVE_STATES = ("pending", "running", "requeued", "submitting")
+LOSS_KEYS = ("train_loss", "val_loss")
+VAL_KEYS = ("val_auc", "val_accuracy", "val_balanced_accuracy")
+TABLE_METRICS = ("val_loss", "val_auc", "val_accuracy", "val_balanced_accuracy", "train_loss")
+
+
+# ---------------------------------------------------------------- atomic copies
+
+
+def _same_file(src: Path, dst: Path) -> bool:
+    """A previous collect already copied this exact version (copy2 keeps the mtime)."""
+    try:
+        a, b = src.stat(), dst.stat()
+    except OSError:
+        return False
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+
+
+def copy_atomic(src: Path, dst: Path) -> bool:
+    """Copy ``src`` to a temporary name beside ``dst``, then rename; False when already up to date."""
+    if _same_file(src, dst):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- reading a run
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """The parsed per-epoch records and the bytes of the complete lines (a torn last line is left out)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], b""
+    complete = raw[: raw.rfind(b"\n") + 1]
+    records = []
+    for line in complete.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, complete
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _flatten(data: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}"))
+    return out
+
+
+def hyperparameters(run: Run) -> dict[str, Any]:
+    """The ``train:`` section of the run's resolved spec as dotted keys (``train.lr``, ``train.sampler.positive_weight``)."""
+    from cluster.spec import parse_yaml
+
+    try:
+        data = parse_yaml(run.spec_path.read_text())
+    except Exception:  # noqa: BLE001 - a missing or broken spec only loses the hyper-parameter columns
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return {}
+    return _flatten(data["train"], "train")
+
+
+# ---------------------------------------------------------------- plotting
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Training and validation loss (left) and validation metrics (right) per epoch, as a PNG.
+
+    Raises ImportError when matplotlib is not installed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a login node
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    try:
+        for ax, keys, label in ((left, LOSS_KEYS, "loss"), (right, VAL_KEYS, "validation metric")):
+            for key in keys:
+                points = [(r["epoch"], r[key]) for r in records
+                          if isinstance(r.get("epoch"), (int, float)) and isinstance(r.get(key), (int, float))]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+        fig.suptitle(title)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    _write_bytes_atomic(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- one run
+
+
+def _state_rows(runs: list[Run], metric: str) -> dict[str, tuple[str, str | None]]:
+    """Each run's (state, diagnosis), asking the scheduler once; its own files when it does not answer."""
+    from cluster.status import decide_state, rows_for
+
+    try:
+        return {row.path: (row.state, row.diagnosis) for row in rows_for(runs, metric)}
+    except ClusterError as err:
+        print(f"warning: the scheduler did not answer ({err}); states come from the run directories")
+    out = {}
+    for run in runs:
+        try:
+            record = run.read()
+        except ClusterError:
+            record = {"state": "unknown"}
+        out[str(run.path)] = (decide_state(record, None, run), None)
+    return out
+
+
+def _destinations(runs: list[Run], to: Path) -> list[Path]:
+    """``to/<run_id>``; runs that share an id (tasks of two sweeps) are told apart by their parent's name."""
+    ids = [run.id for run in runs]
+    return [to / (run.id if ids.count(run.id) == 1 else f"{run.path.parent.name}-{run.id}") for run in runs]
+
+
+def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str, Any]:
+    """Copy one run's files into ``dest`` and write its summary.json (and curves.png); return that summary."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
+    for name in FILES:
+        src = run.path / name
+        if src.is_file():
+            copy_atomic(src, dest / name)
+            copied.append(name)
+    if run.logs_dir.is_dir():
+        for pattern in LOG_PATTERNS:
+            for src in sorted(run.logs_dir.glob(pattern)):
+                if src.is_file():
+                    copy_atomic(src, dest / "logs" / src.name)
+                    copied.append(f"logs/{src.name}")
+
+    records, complete = read_metrics(run.path / "metrics.jsonl")
+    if (run.path / "metrics.jsonl").exists():
+        target = dest / "metrics.jsonl"
+        if not (target.exists() and target.read_bytes() == complete):
+            _write_bytes_atomic(target, complete)
+        copied.append("metrics.jsonl")
+
+    try:
+        record = run.read()
+    except ClusterError:
+        record = {}
+    own = _read_json(run.path / "summary.json")
+    facts: dict[str, Any] = {
+        "run_id": run.id,
+        "name": record.get("name", ""),
+        "state": state,
+        "scheduler": record.get("scheduler", ""),
+        "job_ids": [job.get("job_id") for job in record.get("jobs", [])],
+        "requeues": record.get("requeues", 0),
+        "run_dir": str(run.path),
+        "collected_at": now_iso(),
+        "complete": own is not None,
+        "hyperparameters": hyperparameters(run),
+        "collected_files": copied,
+    }
+    if own is None:
+        facts["last_metrics"] = records[-1] if records else None
+    # The run's own summary wins on a clash: collected values equal the trainer's.
+    summary = {**facts, **(own or {})}
+    write_atomic(dest / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+
+    if plot and records:
+        name = record.get("name") or ""
+        title = run.id if not name or run.id.startswith(name) else f"{name} {run.id}"
+        plot_curves(records, dest / "curves.png", f"{title} ({state})")
+    return summary
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _metric_value(summary: dict[str, Any], key: str) -> Any:
+    if key in summary:
+        return summary[key]
+    return (summary.get("last_metrics") or {}).get(key)
+
+
+def _lower_is_better(metric: str) -> bool:
+    return "loss" in metric or metric.endswith(("error", "seconds"))
+
+
+def comparison_rows(summaries: list[dict[str, Any]], metric: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Header and rows (best first by ``metric``; runs without it last) of the comparison table."""
+    differing = sorted({key for s in summaries for key in s.get("hyperparameters", {})
+                        if len({json.dumps(t.get("hyperparameters", {}).get(key)) for t in summaries}) > 1})
+    columns = ["run_id", "state", "epochs", metric] + [m for m in TABLE_METRICS if m != metric]
+    columns += ["best_epoch", "wall_seconds", "samples_per_second"] + differing + ["path"]
+    rows = []
+    for s in summaries:
+        row: dict[str, Any] = {"run_id": s["run_id"], "state": s["state"], "path": s["path"]}
+        row["epochs"] = s.get("epochs", _metric_value(s, "epoch"))
+        for key in columns:
+            if key not in row and key not in differing:
+                row[key] = _metric_value(s, key)
+        for key in differing:
+            row[key] = s.get("hyperparameters", {}).get(key)
+        rows.append(row)
+
+    def key(row: dict[str, Any]) -> tuple[int, float]:
+        value = row.get(metric)
+        if not isinstance(value, (int, float)) or value != value:
+            return (1, 0.0)
+        return (0, value if _lower_is_better(metric) else -value)
+
+    rows.sort(key=key)
+    return columns, rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def write_comparison(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    write_atomic(path, buffer.getvalue())
+
+
+def print_table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+    shown = [c for c in columns if c != "path"]
+    table = [shown] + [[_cell(row.get(c)) or "-" for c in shown] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(shown))]
+    for line in table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- command
+
+
+def collect(runs: list[str], to: str, metric: str = "val_auc") -> int:
+    """Collect runs (sweep directories stand for their tasks) into ``to``; print what was done."""
+    from cluster.status import discover_runs
+
+    found = discover_runs(runs)
+    if not found:
+        raise ClusterError(f"no runs found in {' '.join(runs)}")
+    dest_root = Path(to)
+    states = _state_rows(found, metric)
+    plot = importlib.util.find_spec("matplotlib") is not None
+    if not plot:
+        print("matplotlib is not installed (pip install 'cluster-train[plot]'): skipping curves.png")
+    summaries = []
+    for run, dest in zip(found, _destinations(found, dest_root)):
+        state, diagnosis = states.get(str(run.path), ("unknown", None))
+        summary = collect_run(run, dest, state, plot=plot)
+        summary["path"] = str(dest)
+        summaries.append(summary)
+
+        value = _metric_value(summary, metric)
+        shown = f"{metric} {value:.4f}" if isinstance(value, (int, float)) else f"no {metric} yet"
+        if summary["complete"]:
+            note = ""
+        elif state in LIVE_STATES:
+            note = f" -- still {state}: collected what exists so far; collect again when it ends"
+        else:
+            note = f" -- ended {state} without a summary" + (f" ({diagnosis})" if diagnosis else "")
+        missing = [n for n in ("checkpoints/final.pt", "checkpoints/best.pt") if n not in summary["collected_files"]]
+        if missing and summary["complete"]:
+            note += f" (missing: {', '.join(missing)})"
+        print(f"run {run.id} ({state}): {dest}  {shown}{note}")
+
+    if len(summaries) > 1:
+        columns, rows = comparison_rows(summaries, metric)
+        if not any(isinstance(r.get(metric), (int, float)) for r in rows):
+            print(f"warning: no run has a value for {metric!r}; the table keeps the order of the runs")
+        write_comparison(dest_root / "comparison.csv", columns, rows)
+        print()
+        print_table(columns, rows)
+        print(f"\ncomparison (sorted by {metric}, best first): {dest_root / 'comparison.csv'}")
+    return 0
