@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from cluster.errors import ClusterError, SpecError
 
@@ -31,16 +31,27 @@ EXAMPLES = {
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write all of ``text`` or nothing: a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise ClusterError(f"cannot write {path}: is a directory (give a file name)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise ClusterError(f"cannot write {path}: {err.strerror}") from None
     try:
         with os.fdopen(fd, "w") as handle:
+            # mkstemp makes the file private (0600); give it the mode a shell redirection would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ClusterError(f"cannot write {path}: {err.strerror or err}") from None
         raise
 
 
@@ -69,6 +80,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """Escape newlines and other control characters, so that a message stays one line."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(text))
+
+
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """Import a command's module only when it runs (keeps `check`/`render` start-up small)."""
 
@@ -89,11 +105,21 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="override a spec key, e.g. --set resources.time=00:30:00 (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cluster",
         description="Describe a PyTorch training job once in YAML; render, submit, watch and collect it "
                     "on Slurm, PBS Pro, Torque or locally.",
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES[name] for name in ("check", "render", "submit", "status"))
+               + "\n\nEach command has its own --help, e.g. cluster render --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -165,10 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SpecError as err:
-        print(err, file=sys.stderr)  # already "FILE: dotted.key: what is wrong (what is allowed)"
+        # already "FILE: dotted.key: what is wrong (what is allowed)"; a key may hold a newline
+        print(_one_line(err), file=sys.stderr)
         return err.exit_code
     except ClusterError as err:
-        print(f"cluster {args.command}: {err}", file=sys.stderr)
+        print(f"cluster {args.command}: {_one_line(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"cluster {args.command}: interrupted", file=sys.stderr)

@@ -331,6 +331,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
+        if isinstance(err, yaml.reader.ReaderError):  # a raw control character: no mark, a position
+            line = f"line {text.count(chr(10), 0, err.position) + 1}: "
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         if isinstance(err, yaml.constructor.ConstructorError):
             problem = f"{problem} (YAML tags that construct objects are not allowed)"
@@ -377,29 +379,23 @@ def _deep_merge(base: dict, top: Mapping, origins: dict[str, str], file: str, pr
             _deep_merge(base[key], value, origins, file, prefix=f"{dotted}.")
         else:
             base[key] = value
-        _note_origin(origins, dotted, file)
+            _note_origin(origins, dotted, file)
 
 
 def _note_origin(origins: dict[str, str], key: str, file: str) -> None:
-    """Record where ``key`` was last set; re-inserting keeps the dict in the order of setting."""
+    """Record that ``file`` replaced ``key`` (and all inside it); the dict stays in the order of setting."""
     origins.pop(key, None)
     origins[key] = file
 
 
 def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
-    """The file (or ``--set``) that last set ``key``, a key inside it, or failing that a section around it."""
+    """The file (or ``--set``) that last replaced ``key``, a section around it, or a key inside it."""
     key = re.sub(r"\[\d+\]", "", key)  # environment.modules[1] was set as environment.modules
-    if key:
-        inside = [file for name, file in origins.items() if name == key or name.startswith(key + ".")]
-        if inside:
-            return inside[-1]
-    parts = key.split(".") if key else []
-    while parts:
-        found = origins.get(".".join(parts))
-        if found:
-            return found
-        parts.pop()
-    return default
+    if not key:
+        return default
+    related = [file for name, file in origins.items()
+               if name == key or name.startswith(key + ".") or key.startswith(name + ".")]
+    return related[-1] if related else default
 
 
 def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -> None:
@@ -413,8 +409,12 @@ def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -
     except yaml.constructor.ConstructorError:
         raise SpecError(key, "YAML tags that construct objects are not allowed (allowed: plain YAML values)",
                         where) from None
-    except yaml.YAMLError:
-        value = text  # not YAML (e.g. an unbalanced bracket): take the text as it is
+    except yaml.YAMLError as err:
+        if text.lstrip()[:1] in ("[", "{"):  # meant as a list or mapping: say why it is not one
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise SpecError(key, f"YAML error in the value: {problem} (quote items that hold "
+                            "special characters, e.g. [\"a: b\"])", where) from None
+        value = text  # not YAML (e.g. a stray '@' or '`'): take the text as it is
     _set_dotted(data, key.split("."), value, key, where)
     _note_origin(origins, key, where)
 
@@ -426,7 +426,8 @@ def _set_dotted(data: dict, parts: list[str], value: Any, key: str, where: str) 
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SpecError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it", where)
+            raise SpecError(".".join(parts[: i + 1]), f"is {_kind(child)}, not a mapping "
+                            f"(cannot set {key} inside it)", where)
         node = child
     node[parts[-1]] = value
 
@@ -476,8 +477,9 @@ def _unit(value: Any, key: str, parse: Callable[[Any], int], allowed: str) -> in
     try:
         return parse(value)
     except ValueError as err:
-        problem = str(err) or "cannot parse"
-        raise SpecError(key, f"{problem}: {_show(value)} (allowed: {allowed})") from None
+        if str(err):
+            raise SpecError(key, f"{err} (got {_show(value)}; allowed: {allowed})") from None
+        raise SpecError(key, f"cannot parse {_show(value)} (allowed: {allowed})") from None
 
 
 def _show(value: Any) -> str:
