@@ -1,0 +1,80 @@
+"""`python -m train` as a job runs it: exit codes, one-line errors, a real SIGUSR2 and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from train.trainer import EXIT_REQUEUE
+
+
+def write_spec(path: Path, train: dict) -> Path:
+    path.write_text(yaml.safe_dump({"name": "test", "train": train}))
+    return path
+
+
+SMALL = {"epochs": 30, "device": "cpu", "data": {"samples": 1000, "vector_features": 16}, "checkpoint": {"every_minutes": 0}}
+
+
+def train_cmd(spec: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "train", "--config", str(spec), "--run-dir", str(run_dir)]
+
+
+def test_config_error_is_one_line_and_exit_2(tmp_path: Path, subprocess_env: dict) -> None:
+    spec = write_spec(tmp_path / "bad.yaml", {"epochs": 0})
+    proc = subprocess.run(train_cmd(spec, tmp_path / "run"), capture_output=True, text=True, env=subprocess_env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"{spec}: train.epochs: must be a positive integer (got 0)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_error_is_one_line_and_exit_2(tmp_path: Path, subprocess_env: dict) -> None:
+    np.savez(tmp_path / "d.npz", x1=np.zeros((10, 10, 18)), x2=np.zeros((10, 3)), y=np.full(10, 3))
+    spec = write_spec(tmp_path / "spec.yaml", {"device": "cpu", "data": {"source": "npz", "path": "d.npz"}})
+    proc = subprocess.run(
+        train_cmd(spec, tmp_path / "run"), capture_output=True, text=True, env=subprocess_env, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: d.npz: array 'y' (label) must hold only 0 and 1")
+
+
+def test_sigusr2_exits_for_requeue_and_resume_is_exact(tmp_path: Path, subprocess_env: dict) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", SMALL)
+
+    reference = subprocess.run(train_cmd(spec, tmp_path / "reference"), capture_output=True, text=True, env=subprocess_env)
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())["weights_sha256"]
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(spec, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env)
+    # progress.json appears at the first step: the signal then lands inside training.
+    deadline = time.monotonic() + 60
+    while not (run_dir / "progress.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_REQUEUE, err
+    assert "stopping (SIGUSR2)" in out
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = subprocess.run(train_cmd(spec, run_dir), capture_output=True, text=True, env=subprocess_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from ckpt-" in resumed.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["weights_sha256"] == expected
+    assert summary["resumes"] == 1
+
+
+def test_importing_train_has_no_side_effects(tmp_path: Path, subprocess_env: dict) -> None:
+    code = "import sys, train; assert 'torch' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env, cwd=tmp_path)
+    assert proc.stdout == "ok\n" and proc.stderr == ""
+    assert list(tmp_path.iterdir()) == []

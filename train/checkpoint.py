@@ -1,0 +1,224 @@
+"""Writing, rotating and loading checkpoints: complete or invisible, never unpickled code.
+
+A checkpoint is one `torch.save` of a dict of tensors and plain values (loaded back with
+`weights_only=True`, which refuses anything that would run code), written atomically,
+then made visible by its JSON sidecar (see `train.runfiles`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from train import runfiles
+
+FORMAT = 1
+"""Version of the checkpoint layout; a different one is refused rather than misread."""
+
+
+class IncompatibleCheckpoint(Exception):
+    """The run directory's checkpoint was made with a different model, data or sampling."""
+
+
+@contextlib.contextmanager
+def _without_torch_crc32():
+    # torch.save computes a CRC-32 per record that torch.load never checks; the sidecar's
+    # CRC-32 over the whole file does that job, so skipping these halves the save time.
+    serialization = torch.serialization
+    if not hasattr(serialization, "set_crc32_options"):  # torch < 2.6 always computes them
+        yield
+        return
+    previous = serialization.get_crc32_options()
+    serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        serialization.set_crc32_options(previous)
+
+
+def serialize(state: dict[str, Any]) -> bytes:
+    """The bytes of `torch.save(state)`."""
+    buffer = io.BytesIO()
+    with _without_torch_crc32():
+        torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save(run_dir: str | Path, state: dict[str, Any], *, position: dict[str, int], reason: str, keep: int) -> dict:
+    """Write `state` as the checkpoint for `position`, then delete all but the newest `keep`.
+
+    Returns the sidecar dict, with "seconds" (the time the write took) added.
+    """
+    start = time.perf_counter()
+    directory = Path(run_dir) / runfiles.CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    data = serialize({"format": FORMAT, "position": position, **state})
+    name = runfiles.checkpoint_name(position["global_step"])
+    runfiles.write_bytes_atomic(directory / name, data)
+    sidecar = {
+        "format": FORMAT,
+        **position,
+        "file": name,
+        "bytes": len(data),
+        "crc32": zlib.crc32(data),
+        "reason": reason,
+        "time": time.time(),
+    }
+    # Only now, with the .pt complete and durable, does the checkpoint become visible.
+    runfiles.write_json_atomic(directory / name.replace(".pt", ".json"), sidecar)
+    rotate(run_dir, keep)
+    sidecar["path"] = str(directory / name)
+    sidecar["seconds"] = time.perf_counter() - start
+    return sidecar
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a nested state (dicts, lists, tuples, tensors) with every tensor copied to
+    the CPU, so that training can go on changing the originals while it is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, one at a time.
+
+    The training loop pays only for a snapshot of the state (a memory copy); serialising,
+    the fsyncs and the rotation overlap with the next steps. `submit` first waits for the
+    previous write, so at most one is in flight and they complete in order. A failed write
+    raises from the next `submit` or `wait`.
+    """
+
+    def __init__(self, run_dir: str | Path, keep: int) -> None:
+        self.run_dir = Path(run_dir)
+        self.keep = keep
+        self.write_seconds = 0.0
+        """Total time spent writing (on the background thread)."""
+        self.longest_write = 0.0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._last: dict | None = None
+
+    def submit(
+        self,
+        state: dict[str, Any],
+        *,
+        position: dict[str, int],
+        reason: str,
+        then: Callable[[dict], None] | None = None,
+    ) -> str:
+        """Start writing a snapshot of `state`; return the path it will have.
+
+        `then(sidecar)` runs on the writer thread once the checkpoint is complete.
+        """
+        self.wait()
+        frozen = snapshot(state)
+
+        def write() -> None:
+            try:
+                info = save(self.run_dir, frozen, position=position, reason=reason, keep=self.keep)
+                if then is not None:
+                    then(info)
+                self.write_seconds += info["seconds"]
+                self.longest_write = max(self.longest_write, info["seconds"])
+                self._last = info
+            except BaseException as err:  # re-raised on the training thread
+                self._error = err
+
+        self._thread = threading.Thread(target=write, name="checkpoint-writer")
+        self._thread.start()
+        return str(self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.checkpoint_name(position["global_step"]))
+
+    def wait(self) -> dict | None:
+        """Block until the write in flight (if any) is complete; its sidecar, or None."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._last
+
+
+def rotate(run_dir: str | Path, keep: int) -> None:
+    """Delete all complete checkpoints but the newest `keep` (best.pt/final.pt are links
+    of their own and stay)."""
+    for info in runfiles.sidecars(run_dir)[keep:]:
+        # Sidecar first: a checkpoint without one is invisible, never half-deleted.
+        Path(info["sidecar"]).unlink(missing_ok=True)
+        Path(info["path"]).unlink(missing_ok=True)
+
+
+def _set_aside(info: dict) -> None:
+    """Rename a bad checkpoint out of the way (kept for inspection, never loaded again)."""
+    Path(info["sidecar"]).unlink(missing_ok=True)
+    path = Path(info["path"])
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+
+
+def load_latest(run_dir: str | Path, warn: Callable[[str], None]) -> tuple[dict, dict] | None:
+    """(state, sidecar) of the newest checkpoint that loads, or None if there is none.
+
+    A checkpoint that is missing, truncated, altered or unloadable is reported through
+    `warn`, renamed to `*.corrupt`, and the one before it is tried.
+    """
+    for info in runfiles.sidecars(run_dir):
+        name = Path(info["path"]).name
+        problem = runfiles.verify(info)
+        state = None
+        if problem is None:
+            try:
+                state = torch.load(info["path"], map_location="cpu", weights_only=True)
+                if not isinstance(state, dict) or state.get("format") != FORMAT:
+                    problem = f"not a checkpoint of format {FORMAT}"
+            except Exception as err:  # torch raises many types for a damaged file
+                problem = f"cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        if problem is None:
+            return state, info
+        warn(f"checkpoint {name} is unusable: {problem}; set aside as {name}.corrupt, trying the previous one")
+        _set_aside(info)
+    return None
+
+
+def first_difference(saved: Any, current: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key at which two nested dicts differ: (key, saved, current)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        # In the current dict's order: the identity lists the config keys before the data
+        # fingerprint, so a changed setting is named rather than just "different data".
+        for k in list(current) + [k for k in saved if k not in current]:
+            diff = first_difference(saved.get(k), current.get(k), f"{key}.{k}" if key else str(k))
+            if diff:
+                return diff
+        return None
+    return None if saved == current else (key, saved, current)
+
+
+def check_compatible(saved_identity: dict, identity: dict, path: str) -> None:
+    """Refuse to resume when what the checkpoint was trained on differs from the config.
+
+    The model's shape, the data, the seed, the batch size and the sampling all determine
+    what the saved position and optimizer state mean; epochs, lr, device and the
+    checkpoint schedule may change between attempts.
+    """
+    diff = first_difference(saved_identity, identity)
+    if diff is None:
+        return
+    key, old, new = diff
+    raise IncompatibleCheckpoint(
+        f"cannot resume from {path}: {key} differs (checkpoint: {old}, now: {new}). Use a new --run-dir, "
+        "or restore the setting; only epochs, lr, device and checkpoint settings may change on resume"
+    )

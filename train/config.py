@@ -1,0 +1,452 @@
+"""The `train:` section of a job spec, as frozen dataclasses.
+
+This module imports only the standard library (and the toolkit's own error type): the
+login node imports it through `cluster check` to validate a spec without torch.
+
+Every field carries a docstring; every rule that is not obvious from the type says why it
+exists in its error message. `TrainConfig.from_dict` is the one way in from YAML: it turns
+YAML's loose types into the exact ones (an int where a float is meant, a list where a
+tuple is meant) and reports mistakes as `SpecError(dotted.key, message)`. Constructing the
+dataclasses directly in code runs the same checks in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.errors import SpecError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+DATA_SOURCES = ("synthetic", "npz")
+
+# The two 3x3 convolutions (no padding) take 4 off each side length and the 2x2 max
+# pooling then halves it, so an image needs at least 6x6 pixels to leave one feature.
+MIN_IMAGE_SIDE = 6
+
+
+def conv_features(image_shape: tuple[int, int]) -> int:
+    """Number of features the convolutional branch produces for an image of this shape.
+
+    (H, W) -> two valid 3x3 convolutions -> (H-4, W-4) -> 2x2 max pool -> floor halves.
+    The tutorial's 10x18 image gives 3 * 7 = 21.
+    """
+    height, width = image_shape
+    return ((height - 4) // 2) * ((width - 4) // 2)
+
+
+# --- small checkers: each returns nothing and raises SpecError naming the full key ---------
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)  # the user wrote a YAML list
+    return f"{value!r}" if isinstance(value, str) else str(value)
+
+
+def _check_int(key: str, value: Any, *, minimum: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(key, f"must be {what} (got {_describe(value)})")
+
+
+def _check_number(key: str, value: Any, *, positive: bool, what: str) -> None:
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= 0)
+    )
+    if not ok:
+        raise SpecError(key, f"must be {what} (got {_describe(value)})")
+
+
+def _as_float(value: Any) -> Any:
+    """YAML-friendly float: ints become floats, and so do numeric strings.
+
+    PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as the *string* "1e-3"; accepting
+    it here spares users a confusing type error. Anything else is returned unchanged for
+    the checker to reject.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _check_keys(prefix: str, d: Mapping, valid: list[str]) -> None:
+    for k in d:
+        if k not in valid:
+            raise SpecError(f"{prefix}.{k}", f"unknown key (valid: {', '.join(valid)})")
+
+
+def _mapping(prefix: str, d: Any) -> Mapping:
+    """A missing or empty section means "all defaults"; anything but a mapping is an error."""
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise SpecError(prefix, f"must be a mapping of keys to values (got {type(d).__name__})")
+    return d
+
+
+def _build(cls: type, kwargs: dict, prefix: str, default_prefix: str) -> Any:
+    """Construct a config class; re-key the errors its __post_init__ raises under `prefix`.
+
+    __post_init__ cannot know where in a document the section sits, so it names keys under
+    the default prefix; from_dict knows the real one.
+    """
+    try:
+        return cls(**kwargs)
+    except SpecError as err:
+        key = err.key
+        if key == default_prefix or key.startswith(default_prefix + "."):
+            key = prefix + key[len(default_prefix) :]
+        raise SpecError(key, err.message, err.file) from None
+
+
+# --- the sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NpzKeys:
+    """Names of the three arrays inside a user's `.npz` file."""
+
+    image: str = "x1"
+    """Array of images, shape (N, H, W) or (N, 1, H, W): the tutorial's `train_feature_1`."""
+
+    vector: str = "x2"
+    """Array of feature vectors, shape (N, F): the tutorial's "DCGR features"."""
+
+    label: str = "y"
+    """Array of labels, shape (N,), values 0 (negative) or 1 (positive)."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.data.keys")
+
+    def validate(self, prefix: str) -> None:
+        names = dataclasses.asdict(self)
+        for name, value in names.items():
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"{prefix}.{name}", f"must be a non-empty string (got {_describe(value)})")
+        if len(set(names.values())) != len(names):
+            raise SpecError(prefix, f"image, vector and label must name three different arrays (got {names})")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.data.keys") -> NpzKeys:
+        d = _mapping(prefix, d)
+        _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
+        return _build(cls, dict(d), prefix, "train.data.keys")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data comes from and how it is split."""
+
+    source: str = "synthetic"
+    """`synthetic` (a deterministic generated data set with a learnable signal) or `npz`
+    (the user's arrays from `path`)."""
+
+    samples: int = 4000
+    """synthetic only: number of samples generated (training + validation)."""
+
+    positive_fraction: float = 0.1
+    """synthetic only: share of positive (label 1) samples; the tutorial's data is
+    imbalanced at about 10%."""
+
+    image_shape: tuple[int, int] = (10, 18)
+    """synthetic only: (height, width) of each image. 10x18 gives the tutorial's 21
+    convolutional features. For npz data the shape is read from the file."""
+
+    vector_features: int = 64
+    """synthetic only: length of each feature vector (the second input). For npz data the
+    length is read from the file."""
+
+    path: str | None = None
+    """npz only: the `.npz` file. A relative path is resolved against the working
+    directory of the training process."""
+
+    keys: NpzKeys = field(default_factory=NpzKeys)
+    """npz only: names of the image, vector and label arrays in the file."""
+
+    val_fraction: float = 0.2
+    """Share of each class held out for validation (a stratified split, so the rare class
+    is represented in both parts)."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.data")
+
+    def validate(self, prefix: str) -> None:
+        if self.source not in DATA_SOURCES:
+            raise SpecError(f"{prefix}.source", f"must be one of {', '.join(DATA_SOURCES)} (got {_describe(self.source)})")
+        _check_number(f"{prefix}.val_fraction", self.val_fraction, positive=True, what="a number between 0 and 1")
+        if not self.val_fraction < 1:
+            raise SpecError(f"{prefix}.val_fraction", f"must be a number between 0 and 1 (got {self.val_fraction})")
+        if not isinstance(self.keys, NpzKeys):
+            raise SpecError(f"{prefix}.keys", "must be a mapping with image, vector and label")
+        if self.source == "npz":
+            if not isinstance(self.path, str) or not self.path:
+                raise SpecError(f"{prefix}.path", "is required with source: npz (the .npz file to read)")
+            return
+        if self.path is not None:
+            raise SpecError(f"{prefix}.path", "is only used with source: npz (source is synthetic)")
+        _check_int(f"{prefix}.samples", self.samples, minimum=1, what="a positive integer")
+        _check_number(f"{prefix}.positive_fraction", self.positive_fraction, positive=True, what="a number between 0 and 1")
+        if not self.positive_fraction < 1:
+            raise SpecError(f"{prefix}.positive_fraction", f"must be a number between 0 and 1 (got {self.positive_fraction})")
+        shape = self.image_shape
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < MIN_IMAGE_SIDE for s in shape)
+        ):
+            raise SpecError(
+                f"{prefix}.image_shape",
+                f"must be [height, width], each at least {MIN_IMAGE_SIDE} (got {_describe(shape)}): "
+                "two 3x3 convolutions and a 2x2 pooling must leave at least one feature",
+            )
+        _check_int(f"{prefix}.vector_features", self.vector_features, minimum=1, what="a positive integer")
+        # The stratified split puts at least one sample of each class on each side, and the
+        # sampler needs both classes in training: two of each is the least that works.
+        positives = round(self.samples * self.positive_fraction)
+        if positives < 2 or self.samples - positives < 2:
+            raise SpecError(
+                f"{prefix}.samples",
+                f"must give at least 2 samples of each class (samples {self.samples} x positive_fraction "
+                f"{self.positive_fraction} = {positives} positives): the split needs each class on both sides",
+            )
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.data") -> DataConfig:
+        d = dict(_mapping(prefix, d))
+        valid = [f.name for f in dataclasses.fields(cls)]
+        _check_keys(prefix, d, valid)
+        source = d.get("source", "synthetic")
+        only = {"npz": ("path", "keys"), "synthetic": ("samples", "positive_fraction", "image_shape", "vector_features")}
+        for src, names in only.items():
+            for name in names:
+                if name in d and source != src and source in DATA_SOURCES:
+                    raise SpecError(f"{prefix}.{name}", f"is only used with source: {src} (source is {source})")
+        for name in ("positive_fraction", "val_fraction"):
+            if name in d:
+                d[name] = _as_float(d[name])
+        if "image_shape" in d and isinstance(d["image_shape"], list):
+            d["image_shape"] = tuple(d["image_shape"])
+        if "keys" in d:
+            d["keys"] = NpzKeys.from_dict(d["keys"], f"{prefix}.keys")
+        return _build(cls, d, prefix, "train.data")
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"source": self.source}
+        if self.source == "synthetic":
+            out.update(
+                samples=self.samples,
+                positive_fraction=self.positive_fraction,
+                image_shape=list(self.image_shape),
+                vector_features=self.vector_features,
+            )
+        else:
+            out.update(path=self.path, keys=dataclasses.asdict(self.keys))
+        out["val_fraction"] = self.val_fraction
+        return out
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Per-class weights of the weighted random sampler (draws with replacement).
+
+    Three ways to write it in YAML: `{positive_weight: 0.85, negative_weight: 0.1}` (the
+    tutorial's values, and the default), the equivalent `{class_weights: {0: 0.1, 1: 0.85}}`,
+    or `{balanced: true}` for inverse class frequency (each class drawn equally often).
+    Only the ratio of the two weights matters.
+    """
+
+    positive_weight: float = 0.85
+    """Sampling weight of each positive (label 1) training sample."""
+
+    negative_weight: float = 0.1
+    """Sampling weight of each negative (label 0) training sample."""
+
+    balanced: bool = False
+    """Weight each class by the inverse of its frequency in the training split instead of
+    by the two weights above."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.sampler")
+
+    def validate(self, prefix: str) -> None:
+        for name in ("positive_weight", "negative_weight"):
+            _check_number(f"{prefix}.{name}", getattr(self, name), positive=True, what="a positive number")
+        if not isinstance(self.balanced, bool):
+            raise SpecError(f"{prefix}.balanced", f"must be true or false (got {_describe(self.balanced)})")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.sampler") -> SamplerConfig:
+        d = dict(_mapping(prefix, d))
+        _check_keys(prefix, d, ["positive_weight", "negative_weight", "class_weights", "balanced"])
+        if "class_weights" in d:
+            for name in ("positive_weight", "negative_weight"):
+                if name in d:
+                    raise SpecError(
+                        f"{prefix}.class_weights", f"give either class_weights or {name}, not both (they say the same thing)"
+                    )
+            weights = _mapping(f"{prefix}.class_weights", d.pop("class_weights"))
+            by_class: dict[int, Any] = {}
+            for k, v in weights.items():
+                label = {0: 0, 1: 1, "0": 0, "1": 1}.get(k) if not isinstance(k, bool) else None
+                if label is None:
+                    raise SpecError(f"{prefix}.class_weights.{k}", "unknown class (valid: 0, 1)")
+                by_class[label] = v
+            if 0 in by_class:
+                d["negative_weight"] = by_class[0]
+            if 1 in by_class:
+                d["positive_weight"] = by_class[1]
+        if d.get("balanced") is True:
+            for name in ("positive_weight", "negative_weight"):
+                if name in d:
+                    raise SpecError(f"{prefix}.balanced", f"balanced: true computes the weights; drop {name} or set balanced: false")
+        for name in ("positive_weight", "negative_weight"):
+            if name in d:
+                d[name] = _as_float(d[name])
+        return _build(cls, d, prefix, "train.sampler")
+
+    def to_dict(self) -> dict:
+        if self.balanced:
+            return {"balanced": True}
+        return {"positive_weight": self.positive_weight, "negative_weight": self.negative_weight}
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept.
+
+    A checkpoint is always written at the end of each epoch and when the job is asked to
+    stop (SIGUSR2/SIGTERM, or its walltime is near); these settings add periodic ones.
+    """
+
+    every_steps: int = 0
+    """Also checkpoint every this many optimizer steps; 0 turns this off."""
+
+    every_minutes: float = 10.0
+    """Also checkpoint when this many minutes have passed since the last checkpoint; 0
+    turns this off. Bounds the work lost to a crash that gives no warning."""
+
+    keep: int = 3
+    """Number of rotating checkpoints kept (`best.pt` and `final.pt` come on top)."""
+
+    deadline_margin_seconds: float = 10.0
+    """The least time before the walltime deadline at which the job checkpoints and exits
+    for requeue. The trainer widens it from measured step, validation and checkpoint times
+    (see `Trainer.deadline_margin`)."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.checkpoint")
+
+    def validate(self, prefix: str) -> None:
+        _check_int(f"{prefix}.every_steps", self.every_steps, minimum=0, what="a non-negative integer (0 = off)")
+        _check_number(f"{prefix}.every_minutes", self.every_minutes, positive=False, what="a non-negative number (0 = off)")
+        _check_number(f"{prefix}.deadline_margin_seconds", self.deadline_margin_seconds, positive=False, what="a non-negative number")
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 2:
+            raise SpecError(
+                f"{prefix}.keep",
+                f"must be an integer of at least 2 (got {_describe(self.keep)}): the newest checkpoint may be cut short when the job "
+                "is killed, so the one before it must survive",
+            )
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.checkpoint") -> CheckpointConfig:
+        d = dict(_mapping(prefix, d))
+        _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
+        for name in ("every_minutes", "deadline_margin_seconds"):
+            if name in d:
+                d[name] = _as_float(d[name])
+        return _build(cls, d, prefix, "train.checkpoint")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `python -m train` needs: the `train:` section of a job spec."""
+
+    seed: int = 0
+    """Seeds the data generation and split, the model initialisation, dropout and the
+    sampler. Two runs with the same config and seed on CPU end with identical weights."""
+
+    epochs: int = 30
+    """Number of passes; one epoch draws as many samples as the training split holds.
+    May be raised when resuming a finished or stopped run."""
+
+    batch_size: int = 32
+    """Samples per optimizer step (the last step of an epoch may take fewer)."""
+
+    lr: float = 0.001
+    """Adam learning rate."""
+
+    device: str = "auto"
+    """`auto` (the first GPU when CUDA is available, else the CPU), `cpu`, `cuda` (=
+    `cuda:0`) or `cuda:N`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """The data set: see DataConfig."""
+
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Class weights of the weighted random sampler: see SamplerConfig."""
+
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint schedule and rotation: see CheckpointConfig."""
+
+    def __post_init__(self) -> None:
+        self.validate("train")
+
+    def validate(self, prefix: str) -> None:
+        _check_int(f"{prefix}.seed", self.seed, minimum=0, what="a non-negative integer")
+        _check_int(f"{prefix}.epochs", self.epochs, minimum=1, what="a positive integer")
+        _check_int(f"{prefix}.batch_size", self.batch_size, minimum=1, what="a positive integer")
+        _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise SpecError(f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N (got {_describe(self.device)})")
+        for name, cls in (("data", DataConfig), ("sampler", SamplerConfig), ("checkpoint", CheckpointConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise SpecError(f"{prefix}.{name}", f"must be a {cls.__name__}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None, prefix: str = "train") -> TrainConfig:
+        """Validate the `train:` section of a spec (already parsed from YAML).
+
+        Missing keys take their defaults. Raises `SpecError(dotted.key, message)` for the
+        first mistake found.
+        """
+        d = dict(_mapping(prefix, d))
+        _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
+        if "lr" in d:
+            d["lr"] = _as_float(d["lr"])
+        if "data" in d:
+            d["data"] = DataConfig.from_dict(d["data"], f"{prefix}.data")
+        if "sampler" in d:
+            d["sampler"] = SamplerConfig.from_dict(d["sampler"], f"{prefix}.sampler")
+        if "checkpoint" in d:
+            d["checkpoint"] = CheckpointConfig.from_dict(d["checkpoint"], f"{prefix}.checkpoint")
+        return _build(cls, d, prefix, "train")
+
+    def to_dict(self) -> dict:
+        """Plain YAML/JSON-safe types; `TrainConfig.from_dict(c.to_dict()) == c`."""
+        return {
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "device": self.device,
+            "data": self.data.to_dict(),
+            "sampler": self.sampler.to_dict(),
+            "checkpoint": self.checkpoint.to_dict(),
+        }

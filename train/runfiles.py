@@ -1,0 +1,205 @@
+"""The files of a run directory, read and written with the standard library only.
+
+The login node (the `cluster status`/`collect` commands, a submitit checkpoint hook) reads
+these without importing torch:
+
+    DIR/metrics.jsonl                  one JSON object per completed epoch
+    DIR/progress.json                  live position, rewritten at a bounded rate
+    DIR/summary.json                   written once, when training completes
+    DIR/checkpoints/ckpt-<step>.pt     rotating checkpoints (torch format, tensors only)
+    DIR/checkpoints/ckpt-<step>.json   sidecar: position, size and CRC-32 of the .pt
+    DIR/checkpoints/best.pt, final.pt  the best (by val_auc) and the final checkpoint
+
+A checkpoint counts only once its sidecar exists: the .pt is renamed into place first and
+the sidecar written after it, both atomically, so a job killed mid-write leaves either a
+complete checkpoint or none (and a stray temporary file, removed at the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+PROGRESS_FILE = "progress.json"
+TMP_PREFIX = ".tmp-"
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"ckpt-{global_step:09d}.pt"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in `path` durable (the rename is recorded in the directory itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Write a temporary file beside `path`, fsync it, rename it over `path`, fsync the dir.
+
+    Readers see the old file or the new one, never a partial one. `durable=False` skips the
+    fsyncs for files that are cheap to lose (progress.json).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, so
+        # that group members can read a shared project's runs.
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, durable: bool = True) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), durable=durable)
+
+
+def link_atomic(src: str | Path, dst: str | Path) -> None:
+    """Make `dst` name the same file as `src` (a hard link; a copy where links fail).
+
+    Checkpoint files are never modified once written, so best.pt and final.pt can share
+    the bytes of a rotating checkpoint for free; rotation deleting that one's name does
+    not affect them.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+    except OSError:
+        write_bytes_atomic(tmp, src.read_bytes())
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+
+
+def remove_stray_temporaries(directory: str | Path) -> None:
+    """Delete temporary files left by a writer that was killed mid-write."""
+    for p in Path(directory).glob(TMP_PREFIX + "*"):
+        p.unlink(missing_ok=True)
+
+
+def file_crc32(path: str | Path) -> int:
+    """CRC-32 of a file's bytes (torch.load does not check the CRCs inside its own files,
+    so the sidecar carries one for the whole file)."""
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def sidecars(run_dir: str | Path) -> list[dict]:
+    """Sidecars of the complete checkpoints, newest (highest global step) first.
+
+    Each is the sidecar's JSON plus "path" (absolute path of the .pt) and "sidecar" (its own
+    path). Unreadable sidecars are skipped: they were never completed.
+    """
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    found = []
+    for side in directory.glob("ckpt-*.json"):
+        try:
+            info = json.loads(side.read_text())
+            step = int(info["global_step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        info["path"] = str(directory / info.get("file", side.with_suffix(".pt").name))
+        info["sidecar"] = str(side)
+        found.append((step, info))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [info for _, info in found]
+
+
+def verify(info: dict) -> str | None:
+    """Why this checkpoint is unusable (missing, truncated, altered), or None if intact."""
+    path = Path(info["path"])
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "file is missing"
+    if size != info.get("bytes"):
+        return f"file has {size} bytes, its sidecar says {info.get('bytes')} (truncated or overwritten)"
+    if file_crc32(path) != info.get("crc32"):
+        return "CRC-32 does not match its sidecar (corrupt)"
+    return None
+
+
+def resume_point(run_dir: str | Path) -> dict | None:
+    """Where a run in `run_dir` would resume: the newest intact checkpoint, or None.
+
+    Returns e.g. {"epoch": 3, "step_in_epoch": 17, "global_step": 392, "path": ".../ckpt-000000392.pt",
+    "reason": "stop", "time": 1764230000.0} where "epoch" counts completed epochs. Checks
+    size and CRC-32 against the sidecar; does not import torch.
+    """
+    for info in sidecars(run_dir):
+        if verify(info) is None:
+            return {k: info[k] for k in ("epoch", "step_in_epoch", "global_step", "path", "reason", "time") if k in info}
+    return None
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of metrics.jsonl (a torn last line, from a kill, is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def truncate_metrics(run_dir: str | Path, completed_epochs: int) -> None:
+    """Drop records of epochs after `completed_epochs`: a resumed run writes them again.
+
+    Epochs can be recorded past the checkpoint when a job died between appending its
+    metrics line and writing its epoch-end checkpoint.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return
+    kept = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= completed_epochs]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if path.read_text() != text:  # also drops a torn last line
+        write_bytes_atomic(path, text.encode())
+
+
+def append_metrics(run_dir: str | Path, record: dict) -> None:
+    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+

@@ -1,0 +1,461 @@
+"""The training loop, and the small API that job-submission code calls.
+
+    trainer = Trainer(config, run_dir)       # deadline: absolute unix time, or $CLUSTER_DEADLINE
+    trainer.install_signal_handlers()        # SIGUSR2 / SIGTERM -> request_stop()
+    result = trainer.run()                   # resumes from run_dir's newest checkpoint if any
+    result.status                            # "completed" (summary in result.summary) or "stopped"
+    Trainer.resume_point(run_dir)            # where a new attempt would resume (no torch needed)
+
+`run` reads top to bottom: setup, resume-or-start, the epoch loop, the summary. The loop
+stops or checkpoints only at a step boundary, never inside an optimizer step. A stopped run
+leaves a checkpoint from which a new `run` continues exactly: on CPU its final weights are
+bitwise those of a run that was never interrupted (dropout included), because the
+checkpoint holds the model, the optimizer state, the global RNG state that dropout draws
+from, the sampler generator's state as of the epoch start and the position in the epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cluster.errors import SpecError
+from train import checkpoint, runfiles
+from train.config import TrainConfig
+from train.data import Arrays, EpochSampler, class_weights, load_data, stratified_split
+from train.metrics import balanced_accuracy, roc_auc
+from train.model import TwoInputConvNet, weights_sha256
+from train.progress import Progress
+
+EXIT_REQUEUE = 75
+"""Exit status of `python -m train` when it stopped early and wants to be requeued
+(EX_TEMPFAIL: "try again later"). 0 means completed, 2 a config or data error, 1 anything else."""
+
+DEADLINE_ENV = "CLUSTER_DEADLINE"
+"""Environment variable with the job's walltime deadline in unix seconds (the rendered batch
+scripts export it)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How `Trainer.run` ended."""
+
+    status: str
+    """"completed" (all epochs done; summary.json written) or "stopped" (checkpointed
+    early on request or before the deadline; run again to continue)."""
+
+    summary: dict | None = None
+    """The contents of summary.json, for a completed run."""
+
+    reason: str | None = None
+    """Why a stopped run stopped: the signal's name (e.g. "SIGUSR2"), "deadline", or the
+    `request_stop` caller's reason."""
+
+    checkpoint: str | None = None
+    """Path of the checkpoint to resume from (stopped) or of final.pt (completed)."""
+
+
+@dataclass
+class LoopState:
+    """Where the loop is and what it has accumulated; saved in every checkpoint."""
+
+    epoch: int = 0
+    """Completed epochs (= 0-based index of the epoch in progress)."""
+    step_in_epoch: int = 0
+    """Optimizer steps done in the epoch in progress."""
+    global_step: int = 0
+    samples: int = 0
+    """Training samples consumed over all attempts."""
+    epoch_loss_sum: float = 0.0
+    """Sum of the batch losses of the epoch in progress (for its mean train_loss)."""
+    epoch_seconds: float = 0.0
+    """Time spent in the epoch in progress by earlier attempts."""
+    train_seconds: float = 0.0
+    """Time spent in the epoch loop over all attempts (setup excluded)."""
+    checkpoint_seconds: float = 0.0
+    """Time the loop was held up by checkpoints (taking the snapshot, waiting for a write)."""
+    checkpoint_write_seconds: float = 0.0
+    """Time spent writing checkpoints, on the writer thread, overlapping training."""
+    wall_seconds: float = 0.0
+    best_val_auc: float | None = None
+    best_epoch: int | None = None
+    last_metrics: dict | None = None
+    resumes: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda:0 when CUDA is available, else cpu; `cuda` -> cuda:0."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SpecError("train.device", f"is {name} but CUDA is not available on this node (use auto or cpu)")
+    device = torch.device("cuda:0" if name == "cuda" else name)
+    if device.index >= torch.cuda.device_count():
+        raise SpecError("train.device", f"is {name} but this node has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def configure_threads() -> int:
+    """Use as many intra-op threads as CPUs this process may run on.
+
+    torch defaults to the machine's core count, which on a shared cluster node is far more
+    than the job's allocation (Slurm and PBS restrict the CPU affinity): oversubscribed
+    threads then fight for the allocated cores. An explicit OMP_NUM_THREADS wins.
+    """
+    if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    return torch.get_num_threads()
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    # Fused Adam updates all parameters in one kernel instead of a Python loop over them;
+    # for this small model that is a large share of the step time, on CPU as on GPU.
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, vectors: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Validation loss, accuracy, balanced accuracy and ROC AUC (None if one class is absent)."""
+    model.eval()
+    chunk = 4096  # bounds memory for large validation sets
+    logits = torch.cat([model(images[i : i + chunk], vectors[i : i + chunk]) for i in range(0, len(labels), chunk)])
+    model.train()
+    loss = F.cross_entropy(logits, labels).item()
+    # The logit difference orders samples like the positive-class probability does, without
+    # the ties that a saturated float32 softmax would create.
+    score = (logits[:, 1] - logits[:, 0]).double().cpu().numpy()
+    predicted = logits.argmax(dim=1).cpu().numpy()
+    y = labels.cpu().numpy()
+    return {
+        "val_loss": loss,
+        "val_accuracy": float((predicted == y).mean()),
+        "val_balanced_accuracy": balanced_accuracy(y, predicted),
+        "val_auc": roc_auc(y, score),
+    }
+
+
+def _on_device(arrays: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(a).to(device) for a in (arrays.image, arrays.vector, arrays.label))  # type: ignore[return-value]
+
+
+class Trainer:
+    """Trains the model of a `TrainConfig` in a run directory, resumably."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        deadline: float | None = None,
+        stop_at_step: int | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
+        """
+        deadline: absolute unix time by which the process must have exited (the job's
+            walltime end). None reads $CLUSTER_DEADLINE; unset means no deadline.
+        stop_at_step: test hook: behave as if a stop were requested when this many
+            optimizer steps are done (0 = before the first). Never set it in a real job.
+        stream: where progress goes (stdout by default).
+        """
+        self.config = config
+        self.run_dir = Path(run_dir)
+        if deadline is None and os.environ.get(DEADLINE_ENV, "").strip():
+            try:
+                deadline = float(os.environ[DEADLINE_ENV])
+            except ValueError:
+                print(f"warning: ignoring {DEADLINE_ENV}={os.environ[DEADLINE_ENV]!r} (not unix seconds)", file=sys.stderr)
+        self.deadline = deadline
+        self.stop_at_step = stop_at_step
+        self.stream = stream or sys.stdout
+        self._stop_reason: str | None = None
+        # Measured while running, for the deadline margin.
+        self._longest_step_gap = 0.0
+        self._writer: checkpoint.CheckpointWriter | None = None
+
+    # --- the API for the submission code ------------------------------------------------
+
+    def request_stop(self, reason: str = "signal") -> None:
+        """Ask the loop to checkpoint at the next step boundary and return "stopped".
+
+        Safe to call from a signal handler or another thread: it only sets a flag.
+        """
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGUSR2 (Slurm's `--signal`, submitit's timeout warning) and SIGTERM (sent
+        at the time limit, on preemption and by scancel/qdel) request a stop.
+
+        Must be called from the main thread.
+        """
+
+        def handler(signum: int, frame: Any) -> None:
+            self.request_stop(signal.Signals(signum).name)
+
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def resume_point(run_dir: str | Path) -> dict | None:
+        """The newest intact checkpoint of `run_dir` as {"epoch", "step_in_epoch",
+        "global_step", "path", ...}, or None. Same as `train.runfiles.resume_point`, which
+        login-node code can import without torch."""
+        return runfiles.resume_point(run_dir)
+
+    def deadline_margin(self) -> float:
+        """Seconds before the deadline at which to checkpoint and exit.
+
+        From the last stop check, the loop may still run one step, and at an epoch end a
+        validation pass and a checkpoint, before it checks again; then it writes the stop
+        checkpoint. So: twice the longest measured gap between two stop checks (which
+        includes any epoch-end work) plus three times the longest checkpoint write, never
+        less than `checkpoint.deadline_margin_seconds` (which also covers what is not yet
+        measured at the start and the process exit).
+        """
+        longest_checkpoint = self._writer.longest_write if self._writer else 0.0
+        measured = 2 * self._longest_step_gap + 3 * longest_checkpoint
+        return max(self.config.checkpoint.deadline_margin_seconds, measured)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Train to `config.epochs`, resuming from the newest intact checkpoint if any."""
+        cfg = self.config
+        run_started = time.perf_counter()
+        ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        runfiles.remove_stray_temporaries(ckpt_dir)
+        runfiles.remove_stray_temporaries(self.run_dir)
+
+        # --- setup: device, data, model, optimizer -------------------------------------
+        device = resolve_device(cfg.device)
+        threads = configure_threads()
+        arrays = load_data(cfg.data, cfg.seed)
+        train_index, val_index = stratified_split(arrays.label, cfg.data.val_fraction, cfg.seed)
+        train_set, val_set = arrays.subset(train_index), arrays.subset(val_index)
+        # Each split is stacked once on the training device: a batch is then one indexing
+        # per input, with no per-sample Python, no collation and no host-to-device copy.
+        images, vectors, labels = _on_device(train_set, device)
+        val_images, val_vectors, val_labels = _on_device(val_set, device)
+        sampler = EpochSampler(train_set.label, class_weights(cfg.sampler, train_set.label), cfg.seed, cfg.batch_size)
+        steps_per_epoch = sampler.steps_per_epoch
+
+        torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
+        model = TwoInputConvNet(arrays.image_shape, arrays.vector_features).to(device)
+        optimizer = make_optimizer(model, cfg.lr)
+        loss_fn = nn.CrossEntropyLoss()
+
+        # What a checkpoint's meaning depends on; resuming with any of it changed is refused.
+        identity = {
+            "train": {
+                "seed": cfg.seed,
+                "batch_size": cfg.batch_size,
+                "data": {k: v for k, v in cfg.data.to_dict().items() if k not in ("path", "keys")},
+                "sampler": cfg.sampler.to_dict(),
+            },
+            "model": {"image_shape": list(arrays.image_shape), "vector_features": arrays.vector_features},
+            "data contents (sha256)": arrays.sha256(),
+        }
+
+        progress = Progress(self.run_dir, cfg.epochs, steps_per_epoch, self.stream)
+        say = progress.message
+
+        # --- resume or start -----------------------------------------------------------
+        loop = LoopState()
+        epoch_sampler_state: torch.Tensor | None = None
+        loaded = checkpoint.load_latest(self.run_dir, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+        if loaded is not None:
+            state, info = loaded
+            checkpoint.check_compatible(state["identity"], identity, info["path"])
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr  # the config may change lr between attempts
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            epoch_sampler_state = state["sampler_state"]
+            loop = LoopState(**state["loop"])
+            loop.resumes += 1
+            say(
+                f"resumed from {Path(info['path']).name}: epoch {loop.epoch + 1}, step {loop.step_in_epoch}/"
+                f"{steps_per_epoch}, global step {loop.global_step}"
+            )
+        runfiles.truncate_metrics(self.run_dir, loop.epoch)
+        say(
+            f"training on {device} ({threads} threads): {len(train_set)} train / {len(val_set)} validation samples, "
+            f"{steps_per_epoch} steps per epoch, epochs {loop.epoch + 1}-{cfg.epochs}"
+        )
+
+        loop_started = time.perf_counter()
+        train_seconds_before = loop.train_seconds
+        wall_seconds_before = loop.wall_seconds
+        last_saved_step = loop.global_step if loaded is not None else None
+        last_saved_path = loaded[1]["path"] if loaded is not None else None
+        last_save_time = loop_started
+        epoch_loss_sum = torch.tensor(loop.epoch_loss_sum, dtype=torch.float64, device=device)
+        writer = self._writer = checkpoint.CheckpointWriter(self.run_dir, cfg.checkpoint.keep)
+        write_seconds_before = loop.checkpoint_write_seconds
+
+        def save(reason: str, sampler_state: torch.Tensor | None, then: Callable[[dict], None] | None = None) -> None:
+            """Checkpoint the loop as it stands (the write itself goes on in the background)."""
+            nonlocal last_saved_step, last_saved_path, last_save_time
+            held_up = time.perf_counter()
+            writer.wait()  # so that the counters below include the previous write
+            now = time.perf_counter()
+            loop.checkpoint_write_seconds = write_seconds_before + writer.write_seconds
+            loop.epoch_loss_sum = float(epoch_loss_sum)
+            loop.train_seconds = train_seconds_before + (now - loop_started)
+            loop.wall_seconds = wall_seconds_before + (now - run_started)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+                "sampler_state": sampler_state,
+                "loop": dataclasses.asdict(loop),
+                "identity": identity,
+                "config": cfg.to_dict(),
+            }
+            position = {"epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch, "global_step": loop.global_step}
+            last_saved_path = writer.submit(state, position=position, reason=reason, then=then)
+            last_saved_step = loop.global_step
+            last_save_time = time.perf_counter()
+            loop.checkpoint_seconds += last_save_time - held_up
+
+        # --- the epoch loop --------------------------------------------------------------
+        last_check = time.perf_counter()
+        for epoch in range(loop.epoch, cfg.epochs):
+            generator = sampler.generator(epoch)
+            if epoch_sampler_state is not None:  # resuming inside this epoch
+                generator.set_state(epoch_sampler_state)
+                epoch_sampler_state = None
+            sampler_state = generator.get_state()  # as of the epoch start: saved in checkpoints
+            indices = sampler.draw(generator).to(device)
+            epoch_started = time.perf_counter() - loop.epoch_seconds
+            progress.start_epoch()
+            model.train()
+
+            for step in range(loop.step_in_epoch, steps_per_epoch):
+                # Step boundary: the only place where the loop stops or checkpoints.
+                now = time.perf_counter()
+                self._longest_step_gap = max(self._longest_step_gap, now - last_check)
+                last_check = now
+                if self.stop_at_step is not None and loop.global_step == self.stop_at_step:
+                    self.request_stop("stop_at_step test hook")
+                if self.deadline is not None and time.time() + self.deadline_margin() >= self.deadline:
+                    self.request_stop("deadline")
+                if self._stop_reason is not None:
+                    loop.epoch_seconds = now - epoch_started
+                    if last_saved_step != loop.global_step:
+                        save("stop", sampler_state)
+                    writer.wait()  # the checkpoint must be complete before we report it
+                    say(
+                        f"stopping ({self._stop_reason}) at epoch {epoch + 1}, step {step}/{steps_per_epoch}, "
+                        f"global step {loop.global_step}: checkpoint {Path(last_saved_path).name}; run again to resume"
+                    )
+                    progress.write_file(epoch, step, loop.global_step)
+                    return RunResult("stopped", reason=self._stop_reason, checkpoint=last_saved_path)
+                every = cfg.checkpoint
+                if last_saved_step != loop.global_step and (
+                    (every.every_steps and loop.global_step % every.every_steps == 0)
+                    or (every.every_minutes and now - last_save_time >= every.every_minutes * 60)
+                ):
+                    loop.epoch_seconds = now - epoch_started
+                    save("periodic", sampler_state)
+
+                batch = sampler.batch(indices, step)
+                logits = model(images[batch], vectors[batch])
+                loss = loss_fn(logits, labels[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+                loop.step_in_epoch = step + 1
+                loop.global_step += 1
+                loop.samples += len(batch)
+                epoch_loss_sum += loss.detach()
+                progress.step(
+                    epoch, step + 1, loop.global_step, len(batch), lambda: float(epoch_loss_sum) / (loop.step_in_epoch or 1)
+                )
+
+            # --- end of epoch: validate, record, checkpoint ------------------------------
+            metrics = evaluate(model, val_images, val_vectors, val_labels)
+            record = {
+                "epoch": epoch + 1,
+                "global_step": loop.global_step,
+                "train_loss": float(epoch_loss_sum) / steps_per_epoch,
+                **metrics,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - epoch_started,
+                "time": time.time(),
+            }
+            runfiles.append_metrics(self.run_dir, record)
+            auc = metrics["val_auc"]
+            say(
+                f"epoch {epoch + 1}/{cfg.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
+                f"val_acc {metrics['val_accuracy']:.3f} val_bal_acc {metrics['val_balanced_accuracy']:.3f} "
+                f"val_auc {'n/a' if auc is None else f'{auc:.3f}'} ({record['epoch_seconds']:.1f}s)"
+            )
+            improved = auc is not None and (loop.best_val_auc is None or auc > loop.best_val_auc)
+            if improved:
+                loop.best_val_auc, loop.best_epoch = auc, epoch + 1
+            loop.last_metrics = record
+            loop.epoch, loop.step_in_epoch, loop.epoch_seconds = epoch + 1, 0, 0.0
+            epoch_loss_sum.zero_()
+            save("epoch", None, then=(lambda info: runfiles.link_atomic(info["path"], ckpt_dir / "best.pt")) if improved else None)
+            progress.write_file(epoch + 1, 0, loop.global_step)
+
+        # --- done: final checkpoint and summary ------------------------------------------
+        writer.wait()
+        if last_saved_path is not None:
+            runfiles.link_atomic(last_saved_path, ckpt_dir / "final.pt")
+        now = time.perf_counter()
+        train_seconds = train_seconds_before + (now - loop_started)
+        final = loop.last_metrics or {}
+        summary = {
+            "status": "completed",
+            "epochs": loop.epoch,
+            "steps": loop.global_step,
+            "steps_per_epoch": steps_per_epoch,
+            "samples": loop.samples,
+            **{k: final.get(k) for k in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc")},
+            "best_epoch": loop.best_epoch,
+            "best_val_auc": loop.best_val_auc,
+            "wall_seconds": wall_seconds_before + (now - run_started),
+            "train_seconds": train_seconds,
+            "samples_per_second": loop.samples / train_seconds if train_seconds > 0 else None,
+            "checkpoint_seconds": loop.checkpoint_seconds,
+            "checkpoint_write_seconds": write_seconds_before + writer.write_seconds,
+            "resumes": loop.resumes,
+            "weights_sha256": weights_sha256(model),
+            "weights_sha256_order": "state_dict entries sorted by name: name NUL dtype shape NUL raw little-endian bytes",
+            "device": str(device),
+            "threads": threads,
+            "torch_version": torch.__version__,
+            "numpy_version": np.__version__,
+            "final_checkpoint": str(Path(runfiles.CHECKPOINT_DIR) / "final.pt"),
+            "time": time.time(),
+        }
+        runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
+        say(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc {final.get('val_auc')}, weights {summary['weights_sha256'][:16]}")
+        return RunResult("completed", summary=summary, checkpoint=str(ckpt_dir / "final.pt"))
