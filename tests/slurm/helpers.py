@@ -175,7 +175,11 @@ def make_eligible(job_id: str | int) -> None:
     """Let a pending job start now (``scontrol update JobId=N StartTime=now``).
 
     A requeued job is held back ~2 minutes (Reason=BeginTime); this skips that wait.
+    Started in the same second as its requeue, slurmctld kills the new incarnation with
+    "Job credential revoked" (the old one's credential is revoked up to that second), so
+    wait past it first.
     """
+    time.sleep(2)
     run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=20)
 
 

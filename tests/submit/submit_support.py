@@ -1,0 +1,60 @@
+"""Shared helpers for the submit tests: run the `cluster` command, find runs, reference weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from cluster.runs import Run
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = [sys.executable, "-m", "cluster.cli"]
+
+
+def cluster_cmd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `cluster` command as a user would, in ``cwd``."""
+    return subprocess.run([*CLUSTER, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ))
+
+
+def last_run(workdir: Path) -> Run:
+    runs = sorted((workdir / "runs").glob("*/run.json"), key=lambda p: p.stat().st_mtime)
+    assert runs, f"no run under {workdir}/runs"
+    return Run(runs[-1].parent)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.3) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@lru_cache(maxsize=None)
+def _reference(spec: str, overrides: tuple[str, ...], scratch: str) -> str:
+    scratch_dir = Path(scratch)
+    name = f"ref-{abs(hash((spec, overrides)))}"
+    resolved = scratch_dir / f"{name}.yaml"
+    args = [a for o in overrides for a in ("--set", o)]
+    check = subprocess.run([*CLUSTER, "check", spec, *args], capture_output=True, text=True, check=True)
+    resolved.write_text(check.stdout)
+    run_dir = scratch_dir / name
+    subprocess.run([sys.executable, "-m", "train", "--config", str(resolved), "--run-dir", str(run_dir)],
+                   check=True, capture_output=True, timeout=600)
+    return json.loads((run_dir / "summary.json").read_text())["weights_sha256"]
+
+
+def reference_sha(spec: Path, overrides: list[str], scratch: Path | None = None) -> str:
+    """weights_sha256 of an uninterrupted local `python -m train` run of the spec (cached)."""
+    only_train = tuple(o for o in overrides if o.startswith("train."))
+    scratch = scratch or Path(os.environ.get("CLUSTER_TEST_SCRATCH", "/tmp/cluster-train-reference"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    return _reference(str(spec), only_train, str(scratch))
