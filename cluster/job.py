@@ -81,6 +81,14 @@ class TrainJob(submitit.helpers.Checkpointable):
             run.set_state("failed", error=message, ended=now_iso())
             raise UncompletedJobError(message)
         run.set_state("requeued", stop_reason=reason)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "pbs":
+            # PBS jobs cannot requeue themselves: submit the continuation, which waits for us to end.
+            from cluster.pbs.executor import continue_job
+
+            new_job = continue_job(env.job_id, os.environ["CLUSTER_SUBMITIT_FOLDER"])
+            run.add_job(new_job, "continue")
+            print(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}", flush=True)
+            sys.exit(0)
         print(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}", flush=True)
         env._requeue(spec.scheduler.max_requeues - record.get("requeues", 0))
         sys.exit(0)

@@ -209,7 +209,7 @@ def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
         if own in TERMINAL_STATES:
             return own
         return "failed" if own in ("running", "requeued") and record.get("scheduler") == "local" else own
-    if job.state == "ended":  # a local controller that exited
+    if job.state == "ended":  # a local controller that exited, a PBS job qstat calls finished
         return own if own in TERMINAL_STATES else "failed"
     if job.state == "pending" and record.get("requeues", 0) > 0:
         return "requeued"
