@@ -45,23 +45,26 @@ def _without_torch_crc32():
         serialization.set_crc32_options(previous)
 
 
-def serialize(state: dict[str, Any]) -> bytes:
-    """The bytes of `torch.save(state)`."""
+def serialize(state: dict[str, Any], position: dict[str, int]) -> bytes:
+    """The bytes of a checkpoint: `torch.save` of the state plus format and position.
+
+    Serialising copies every tensor (to the CPU, from a GPU), so the bytes are a snapshot:
+    training may change the tensors as soon as this returns.
+    """
     buffer = io.BytesIO()
     with _without_torch_crc32():
-        torch.save(state, buffer)
+        torch.save({"format": FORMAT, "position": position, **state}, buffer)
     return buffer.getvalue()
 
 
-def save(run_dir: str | Path, state: dict[str, Any], *, position: dict[str, int], reason: str, keep: int) -> dict:
-    """Write `state` as the checkpoint for `position`, then delete all but the newest `keep`.
+def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason: str, keep: int) -> dict:
+    """Write serialised checkpoint bytes for `position`, then delete all but the newest `keep`.
 
-    Returns the sidecar dict, with "seconds" (the time the write took) added.
+    Returns the sidecar dict, with "path" and "seconds" (the time the write took) added.
     """
     start = time.perf_counter()
     directory = Path(run_dir) / runfiles.CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    data = serialize({"format": FORMAT, "position": position, **state})
     name = runfiles.checkpoint_name(position["global_step"])
     runfiles.write_bytes_atomic(directory / name, data)
     sidecar = {
@@ -81,25 +84,19 @@ def save(run_dir: str | Path, state: dict[str, Any], *, position: dict[str, int]
     return sidecar
 
 
-def snapshot(obj: Any) -> Any:
-    """A copy of a nested state (dicts, lists, tuples, tensors) with every tensor copied to
-    the CPU, so that training can go on changing the originals while it is written."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(snapshot(v) for v in obj)
-    return obj
+def save(run_dir: str | Path, state: dict[str, Any], *, position: dict[str, int], reason: str, keep: int) -> dict:
+    """Serialise and write a checkpoint, synchronously (see `write`)."""
+    return write(run_dir, serialize(state, position), position=position, reason=reason, keep=keep)
 
 
 class CheckpointWriter:
     """Writes checkpoints on a background thread, one at a time.
 
-    The training loop pays only for a snapshot of the state (a memory copy); serialising,
-    the fsyncs and the rotation overlap with the next steps. `submit` first waits for the
-    previous write, so at most one is in flight and they complete in order. A failed write
-    raises from the next `submit` or `wait`.
+    The training loop pays only for serialising the state into memory (about 1 ms for
+    this model); the file writes, fsyncs and rotation (several ms, mostly waiting for the
+    disk) overlap with the next steps. `submit` first waits for the previous write, so at
+    most one is in flight and they complete in order. A failed write raises from the next
+    `submit` or `wait`.
     """
 
     def __init__(self, run_dir: str | Path, keep: int) -> None:
@@ -108,6 +105,7 @@ class CheckpointWriter:
         self.write_seconds = 0.0
         """Total time spent writing (on the background thread)."""
         self.longest_write = 0.0
+        """Longest serialise-and-write time, for the deadline margin."""
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._last: dict | None = None
@@ -120,25 +118,27 @@ class CheckpointWriter:
         reason: str,
         then: Callable[[dict], None] | None = None,
     ) -> str:
-        """Start writing a snapshot of `state`; return the path it will have.
+        """Snapshot `state` and start writing it; return the path it will have.
 
         `then(sidecar)` runs on the writer thread once the checkpoint is complete.
         """
         self.wait()
-        frozen = snapshot(state)
+        start = time.perf_counter()
+        data = serialize(state, position)
+        serialize_seconds = time.perf_counter() - start
 
-        def write() -> None:
+        def write_in_background() -> None:
             try:
-                info = save(self.run_dir, frozen, position=position, reason=reason, keep=self.keep)
+                info = write(self.run_dir, data, position=position, reason=reason, keep=self.keep)
                 if then is not None:
                     then(info)
                 self.write_seconds += info["seconds"]
-                self.longest_write = max(self.longest_write, info["seconds"])
+                self.longest_write = max(self.longest_write, serialize_seconds + info["seconds"])
                 self._last = info
             except BaseException as err:  # re-raised on the training thread
                 self._error = err
 
-        self._thread = threading.Thread(target=write, name="checkpoint-writer")
+        self._thread = threading.Thread(target=write_in_background, name="checkpoint-writer")
         self._thread.start()
         return str(self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.checkpoint_name(position["global_step"]))
 

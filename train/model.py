@@ -11,6 +11,24 @@ from torch import nn
 from train.config import conv_features
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` whose mask, on the CPU, is drawn as `uniform >= p`.
+
+    Same layer, same distribution: each activation is zeroed with probability p and the
+    rest scaled by 1 / (1 - p). torch's CPU dropout draws the mask with `bernoulli_`, which
+    for a (32, 1024) batch made forward + backward take about 230 us here; a uniform draw
+    compared with p takes about 115 us, some 6% of a whole training step of this model.
+    On a GPU torch's fused kernel is faster, so it is used there. Either way the mask
+    comes from torch's global generator, which checkpoints save and restore.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p in (0.0, 1.0) or input.device.type != "cpu":
+            return super().forward(input)
+        scale = 1.0 / (1.0 - self.p)
+        return input * (torch.rand_like(input) >= self.p).to(input.dtype).mul_(scale)
+
+
 class TwoInputConvNet(nn.Module):
     """Conv branch over an image, concatenated with a feature vector, then an MLP.
 
@@ -30,7 +48,7 @@ class TwoInputConvNet(nn.Module):
         self.conv1 = nn.Conv2d(1, 1, kernel_size=3)
         self.conv2 = nn.Conv2d(1, 1, kernel_size=3)
         self.fc1 = nn.Linear(conv_features(image_shape) + vector_features, 1024)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc2 = nn.Linear(1024, 256)
         self.fc3 = nn.Linear(256, 2)
 

@@ -3,8 +3,11 @@
 The login node (the `cluster status`/`collect` commands, a submitit checkpoint hook) reads
 these without importing torch:
 
-    DIR/metrics.jsonl                  one JSON object per completed epoch
-    DIR/progress.json                  live position, rewritten at a bounded rate
+    DIR/metrics.jsonl                  one JSON object per completed epoch ("epoch" 1-based)
+    DIR/progress.json                  live position, rewritten at a bounded rate: {"epoch":
+                                       completed epochs, "step": steps done in the epoch in
+                                       progress, "epochs", "steps_per_epoch", "global_step",
+                                       "time"}
     DIR/summary.json                   written once, when training completes
     DIR/checkpoints/ckpt-<step>.pt     rotating checkpoints (torch format, tensors only)
     DIR/checkpoints/ckpt-<step>.json   sidecar: position, size and CRC-32 of the .pt

@@ -23,6 +23,23 @@ def small_config(**changes: Any) -> TrainConfig:
     return TrainConfig(epochs=changes.pop("epochs", 3), device="cpu", data=data, checkpoint=ckpt, **changes)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
+    """Train on one thread, here and in `python -m train` subprocesses.
+
+    The trainer uses as many threads as the process has CPUs; on a machine shared with
+    other busy processes, two OpenMP threads on two cores wait for each other and a test
+    runs many times slower. Exactness is compared at equal thread counts either way.
+    """
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # configure_threads() then leaves it alone
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def config_factory() -> Callable[..., TrainConfig]:
     return small_config

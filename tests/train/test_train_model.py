@@ -52,3 +52,17 @@ def test_weights_sha256_is_bitwise() -> None:
     with torch.no_grad():
         b.fc3.bias[0] = torch.nextafter(b.fc3.bias[0], torch.tensor(1.0))
     assert weights_sha256(a) != weights_sha256(b)
+
+
+def test_dropout_drops_with_probability_p_and_rescales() -> None:
+    from train.model import Dropout
+
+    torch.manual_seed(0)
+    layer = Dropout(0.2)
+    x = torch.ones(200, 1000)
+    y = layer(x)
+    zeroed = float((y == 0).double().mean())
+    assert abs(zeroed - 0.2) < 0.005
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.8))
+    assert torch.equal(layer.eval()(x), x)
+    assert Dropout(1.0).train()(x).abs().sum() == 0  # p = 1 drops everything (torch's path)
