@@ -77,7 +77,12 @@ class Run:
 
     @property
     def logs_dir(self) -> Path:
-        return self.path / "logs"
+        """submitit's folder: ``logs/``, or the sweep's shared ``logs/`` for a sweep task."""
+        try:
+            shared = json.loads(self.record_path.read_text()).get("logs_dir")
+        except (OSError, ValueError):
+            shared = None
+        return Path(shared) if shared else self.path / "logs"
 
     def exists(self) -> bool:
         return self.record_path.is_file()

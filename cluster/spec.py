@@ -619,8 +619,10 @@ def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         raise SpecError("sweep", "must be a mapping of dotted.key: [values] (e.g. train.lr: [0.001, 0.0003])")
     grid = []
     for key, values in value.items():
-        if not isinstance(key, str) or key.split(".")[0] not in ("train", "resources", "environment"):
-            raise SpecError(f"sweep.{key}", "sweep keys must be dotted keys under train, resources or environment")
+        if not isinstance(key, str) or key.split(".")[0] != "train":
+            # One sweep is one array job, whose tasks share the job's resources and environment.
+            raise SpecError(f"sweep.{key}", "sweep keys must be dotted keys under train "
+                            "(the tasks of one array job share its resources)")
         if not isinstance(values, list) or not values:
             raise SpecError(f"sweep.{key}", f"must be a non-empty list of values (got {_kind(values)})")
         grid.append((key, tuple(values)))

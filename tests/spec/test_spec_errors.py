@@ -228,8 +228,11 @@ CASES = [
     # --- sweeps
     case("sweep-not-list", job("sweep: {train.lr: 0.1}\n"),
          "job.yaml: sweep.train.lr: must be a non-empty list of values (got a number)"),
-    case("sweep-bad-point", job("sweep: {resources.nodes: [1, 0]}\n"),
-         "job.yaml: sweep.resources.nodes: value 0: must be a positive integer (got 0)"),
+    case("sweep-bad-point", job("sweep: {train.epochs: [1, 0]}\n"),
+         "job.yaml: sweep.train.epochs: value 0: must be a positive integer (got 0)"),
+    case("sweep-not-train", job("sweep: {resources.nodes: [1, 2]}\n"),
+         "job.yaml: sweep.resources.nodes: sweep keys must be dotted keys under train "
+         "(the tasks of one array job share its resources)"),
     # --- overrides: the message names the --set that caused it
     case("set-zero-count", job(""), "job.yaml (--set resources.nodes=0): resources.nodes: must be a positive integer (got 0)",
          "--set", "resources.nodes=0"),
@@ -472,7 +475,7 @@ train:
   device: "cuda:0"
 sweep:
   train.lr: [0.001, 0.0003]
-  resources.nodes: [1, 2]
+  train.epochs: [1, 2]
 """
 
 SITE = """\

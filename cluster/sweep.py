@@ -1,0 +1,142 @@
+"""Sweeps: a grid over ``train.*`` keys, submitted as ONE array job.
+
+A sweep directory ``runs/<name>-sweep-<stamp>-<id>/`` holds ``sweep.json`` and one
+ordinary run directory per task (``000-lr=0.001``...), each with its own resolved
+spec and run.json, so status, logs, collect, resume and cancel work on a task
+alone or on the sweep as a whole. On Slurm the tasks are ``--array=0-N%cap``; on
+PBS ``-J`` (PBS Pro) or ``-t`` (Torque); on the local executor they run in turn.
+A task that times out requeues alone (``scontrol requeue <array>_<task>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import FailedSubmissionError
+
+from cluster.errors import ClusterError, SpecError
+from cluster.job import TrainJob
+from cluster.runs import Run, new_run_dir, now_iso, write_atomic
+from cluster.spec import JobSpec, apply_overrides, parse_yaml
+from cluster.submit import _scheduler_message, make_executor, prepare_run, resolve_executor
+
+ARRAY_PARALLELISM = 16
+"""At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
+
+
+def parse_sweep_args(items: list[str]) -> list[tuple[str, list[Any]]]:
+    """``train.lr=1e-3,3e-4`` -> ("train.lr", [0.001, 0.0003])."""
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise SpecError("--sweep", f"expected dotted.key=v1,v2,... (got {item!r})")
+        grid.append((key.strip(), [parse_yaml(v) for v in values.split(",")]))
+    return grid
+
+
+def grid_points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    keys = [k for k, _ in grid]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(values for _, values in grid))]
+
+
+def _task_name(index: int, point: dict[str, Any]) -> str:
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+    return f"{index:03d}-" + re.sub(r"[^A-Za-z0-9.=,_-]", "_", label)[:60]
+
+
+class LocalSweepJob(TrainJob):
+    """Without a scheduler, one local job trains the sweep's tasks in turn."""
+
+    def __init__(self, run_dirs: list[str]) -> None:
+        super().__init__(run_dirs[0])
+        self.run_dirs = list(run_dirs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(LocalSweepJob(self.run_dirs))
+
+    def __call__(self) -> list[dict[str, Any]]:
+        results = []
+        for run_dir in self.run_dirs:
+            if (Path(run_dir) / "summary.json").exists():
+                continue  # done before a requeue
+            self.run_dir = run_dir
+            results.append(super().__call__())
+        return results
+
+
+def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
+    """Create the sweep's run directories and submit them as one array job."""
+    grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(args.sweep)
+    for key, _ in grid:
+        if not key.startswith("train."):
+            raise SpecError(f"--sweep {key}", "sweep keys must be dotted keys under train "
+                            "(the tasks of one array job share its resources)", spec.source)
+    points = grid_points(grid)
+    kind = resolve_executor(spec, args.executor)
+    sweep_dir = new_run_dir(spec.output.runs_dir, f"{spec.name}-sweep")
+    try:
+        runs = []
+        for index, point in enumerate(points):
+            task_spec = apply_overrides(spec, point)
+            task_dir = sweep_dir / _task_name(index, point)
+            task_dir.mkdir()
+            run = prepare_run(task_spec, kind, task_dir)
+            run.update(lambda r, p=point, i=index: r.update(
+                sweep={"dir": str(sweep_dir), "index": i, "point": p}, logs_dir=str(sweep_dir / "logs")))
+            runs.append(run)
+        executor = make_executor(kind, spec, sweep_dir, **({"array_parallelism": ARRAY_PARALLELISM}
+                                                            if kind == "slurm" else {}))
+        if kind == "local":
+            job = executor.submit(LocalSweepJob([str(r.path) for r in runs]))
+            jobs = [job] * len(runs)
+        else:
+            with executor.batch():
+                pending = [executor.submit(TrainJob(str(r.path))) for r in runs]
+            jobs = pending
+    except FailedSubmissionError as err:
+        import shutil
+
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise ClusterError(f"the scheduler refused the sweep: {_scheduler_message(err)}") from None
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    for run, job in zip(runs, jobs):
+        run.add_job(job.job_id, "submit")
+    array_id = jobs[0].job_id.split("_")[0]
+    script = sweep_dir / "logs" / f"{array_id}_submission.sh"
+    if script.exists():
+        for run in [Run(sweep_dir)] + runs:
+            write_atomic(run.script_path, script.read_text())
+    write_atomic(sweep_dir / "sweep.json", json.dumps({
+        "name": spec.name, "scheduler": kind, "created": now_iso(), "job_id": array_id,
+        "grid": {k: v for k, v in grid},
+        "tasks": [{"index": i, "point": p, "run_dir": r.path.name, "job_id": j.job_id}
+                  for i, (p, r, j) in enumerate(zip(points, runs, jobs))],
+    }, indent=2) + "\n")
+    print(f"sweep {sweep_dir.name}: {len(points)} tasks submitted to {kind} as array job {array_id}")
+    print(f"  sweep directory: {sweep_dir}")
+    print(f"  status: cluster status {sweep_dir}   collect: cluster collect {sweep_dir}")
+    if not args.wait:
+        return 0
+    from cluster.runs import TERMINAL_STATES
+    from cluster.status import rows_for
+    import time
+
+    while True:
+        rows = rows_for(runs)
+        if all(r.state in TERMINAL_STATES for r in rows):
+            break
+        time.sleep(2)
+    for row in rows:
+        print(f"  {row.run_id}: {row.state}")
+    return 0 if all(r.state == "completed" for r in rows) else 1
