@@ -58,3 +58,29 @@ def reference_sha(spec: Path, overrides: list[str], scratch: Path | None = None)
     scratch = scratch or Path(os.environ.get("CLUSTER_TEST_SCRATCH", "/tmp/cluster-train-reference"))
     scratch.mkdir(parents=True, exist_ok=True)
     return _reference(str(spec), only_train, str(scratch))
+
+
+def counting_wrappers(directory: Path, commands: list[str]) -> tuple[str, Path]:
+    """Wrappers on PATH that log each call of ``commands`` and run the real one.
+
+    Returns the PATH to use and the log file (one line per call: the command name).
+    """
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "calls.log"
+    log.touch()
+    for name in commands:
+        real = shutil.which(name)
+        assert real, f"{name} not on PATH"
+        wrapper = directory / name
+        wrapper.write_text(f'#!/bin/sh\necho {name} >> "{log}"\nexec "{real}" "$@"\n')
+        wrapper.chmod(0o755)
+    return f"{directory}{os.pathsep}{os.environ['PATH']}", log
+
+
+def calls(log: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in log.read_text().split():
+        counts[line] = counts.get(line, 0) + 1
+    return counts

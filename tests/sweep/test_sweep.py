@@ -1,0 +1,73 @@
+"""Sweeps as one array job: real Slurm (counting sbatch calls) and the local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))
+from submit_support import CLUSTER, REPO, calls, counting_wrappers  # noqa: E402
+
+SWEEP = ["--sweep", "train.lr=0.001,0.0003", "--sweep", "train.sampler.positive_weight=0.85,0.5"]
+EXPECTED = {(0.001, 0.85), (0.001, 0.5), (0.0003, 0.85), (0.0003, 0.5)}
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run([*CLUSTER, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env or dict(os.environ))
+
+
+def _check_sweep(workdir: Path) -> Path:
+    (sweep_dir,) = list((workdir / "runs").glob("smoke-sweep-*"))
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert len(sweep["tasks"]) == 4
+    seen = set()
+    for task in sweep["tasks"]:
+        task_dir = sweep_dir / task["run_dir"]
+        spec = yaml.safe_load((task_dir / "spec.yaml").read_text())
+        seen.add((spec["train"]["lr"], spec["train"]["sampler"]["positive_weight"]))
+        assert json.loads((task_dir / "run.json").read_text())["state"] == "completed"
+        assert (task_dir / "summary.json").exists()
+    assert seen == EXPECTED
+    collected = _run(["collect", str(sweep_dir), "--to", str(workdir / "results")], cwd=workdir)
+    assert collected.returncode == 0, collected.stderr
+    assert "comparison (sorted by val_auc" in collected.stdout
+    table = (workdir / "results" / "comparison.csv").read_text().splitlines()
+    assert len(table) == 5 and "train.lr" in table[0]
+    return sweep_dir
+
+
+@pytest.mark.slurm
+def test_sweep_is_one_sbatch_call_and_every_task_completes(tmp_path: Path) -> None:
+    path, log = counting_wrappers(tmp_path / "bin", ["sbatch"])
+    env = dict(os.environ, PATH=path)
+    proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm", *SWEEP, "--wait"],
+                cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls(log) == {"sbatch": 1}
+    sweep_dir = _check_sweep(tmp_path)
+    assert "#SBATCH --array=0-3%4" in (sweep_dir / "submitted.sh").read_text()
+    status = _run(["status", str(sweep_dir), "--json"], cwd=tmp_path)
+    rows = json.loads(status.stdout)
+    assert [r["state"] for r in rows] == ["completed"] * 4
+    assert len({r["job_id"] for r in rows}) == 4 and all("_" in r["job_id"] for r in rows)
+
+
+def test_sweep_on_the_local_executor(tmp_path: Path) -> None:
+    proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "local", *SWEEP, "--wait"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _check_sweep(tmp_path)
+
+
+def test_sweep_rejects_keys_outside_train(tmp_path: Path) -> None:
+    proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "local",
+                 "--sweep", "resources.nodes=1,2"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "sweep keys must be dotted keys under train" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
