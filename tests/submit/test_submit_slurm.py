@@ -21,8 +21,8 @@ from submit_support import REPO, cluster_cmd, last_run, reference_sha, wait_unti
 
 pytestmark = pytest.mark.slurm
 
-# ~10 s of work on 2 cores: long enough to interrupt mid-training.
-LONGER = ["--set", "train.epochs=6", "--set", "train.data.samples=2000"]
+# ~15 s of work on 2 cores: long enough to interrupt mid-training.
+LONGER = ["--set", "train.epochs=10", "--set", "train.data.samples=20000"]
 
 
 def test_smoke_completes_with_the_same_weights_as_a_local_run(workdir: Path) -> None:
@@ -63,12 +63,12 @@ def test_scontrol_requeue_mid_training_resumes_exactly(workdir: Path) -> None:
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", LONGER[1::2])
     epochs = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 7))
+    assert epochs == list(range(1, 11))
 
 
 def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path) -> None:
     # 1 minute of walltime, Slurm warns 40 s before; the trainer's deadline is the backstop.
-    sets = ["train.epochs=8", "train.data.samples=3000", "resources.time=1", "scheduler.signal_seconds=40",
+    sets = ["train.epochs=60", "train.data.samples=20000", "resources.time=1", "scheduler.signal_seconds=40",
             "scheduler.max_requeues=6"]
     args = [a for s in sets for a in ("--set", s)]
     proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm", *args, cwd=workdir)
@@ -88,7 +88,7 @@ def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path
     assert record["state"] == "completed", record
     assert record["requeues"] >= 1
     epochs = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 9)), "an epoch was lost or repeated"
+    assert epochs == list(range(1, 61)), "an epoch was lost or repeated"
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets[:2])
 
