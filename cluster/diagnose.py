@@ -46,7 +46,7 @@ def diagnose(run: Run, record: dict[str, Any], state: str, job: Any) -> tuple[st
     if re.search(r"CUDA (is )?not available|no CUDA GPUs are available", err, re.I):
         return ("CUDA not available although GPUs were requested",
                 "check resources.gpus_per_node, environment.modules (cuda) and `cluster doctor --probe`")
-    if state == "out-of-memory" or "exceeded memory limit" in err or "oom-kill" in err.lower():
+    if state == "out-of-memory" or re.search(r"exceeded (job )?memory limit|oom-kill|out of memory", err, re.I):
         return "out of memory", "raise resources.mem or lower train.batch_size"
     if state == "timeout" or "DUE TO TIME LIMIT" in err:
         return "hit the walltime", f"raise resources.time or lower train.epochs; {resume}"

@@ -251,6 +251,9 @@ def rows_for(runs: list[Run], metric: str = "val_auc") -> list[Row]:
             from cluster.diagnose import diagnose
 
             rows[-1].diagnosis, rows[-1].action = diagnose(run, record, state, job)
+            # Without cgroups Slurm calls a memory kill FAILED; the job's stderr says what it was.
+            if state == "failed" and rows[-1].diagnosis == "out of memory":
+                rows[-1].state = "out-of-memory"
     return rows
 
 
