@@ -85,6 +85,8 @@ class LoopState:
     """Time spent in the epoch in progress by earlier attempts."""
     train_seconds: float = 0.0
     """Time spent in the epoch loop over all attempts (setup excluded)."""
+    validation_seconds: float = 0.0
+    """Time spent in the end-of-epoch validation passes, over all attempts."""
     checkpoint_seconds: float = 0.0
     """Time the loop was held up by checkpoints (taking the snapshot, waiting for a write)."""
     checkpoint_write_seconds: float = 0.0
@@ -435,7 +437,9 @@ class Trainer:
                 )
 
             # --- end of epoch: validate, record, checkpoint ------------------------------
+            validation_started = time.perf_counter()
             metrics = evaluate(model, val_images, val_vectors, val_labels)
+            loop.validation_seconds += time.perf_counter() - validation_started
             record = {
                 "epoch": epoch + 1,
                 "global_step": loop.global_step,
@@ -480,6 +484,7 @@ class Trainer:
             "wall_seconds": wall_seconds_before + (now - run_started),
             "train_seconds": train_seconds,
             "samples_per_second": loop.samples / train_seconds if train_seconds > 0 else None,
+            "validation_seconds": loop.validation_seconds,
             "checkpoint_seconds": loop.checkpoint_seconds,
             "checkpoint_write_seconds": write_seconds_before + writer.write_seconds,
             "resumes": loop.resumes,
