@@ -22,9 +22,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import numpy as np
@@ -88,10 +88,11 @@ class LoopState:
     validation_seconds: float = 0.0
     """Time spent in the end-of-epoch validation passes, over all attempts."""
     checkpoint_seconds: float = 0.0
-    """Time the loop was held up by checkpoints (taking the snapshot, waiting for a write)."""
+    """Time the loop was held up by checkpoints (serialising the state, waiting for a write)."""
     checkpoint_write_seconds: float = 0.0
     """Time spent writing checkpoints, on the writer thread, overlapping training."""
     wall_seconds: float = 0.0
+    """Time spent in `run` (setup included) over all attempts, up to the last checkpoint."""
     best_val_auc: float | None = None
     best_epoch: int | None = None
     last_metrics: dict | None = None
@@ -116,8 +117,8 @@ def configure_threads() -> int:
     """Use as many intra-op threads as CPUs this process may run on.
 
     torch defaults to the machine's core count, which on a shared cluster node is far more
-    than the job's allocation (Slurm and PBS restrict the CPU affinity): oversubscribed
-    threads then fight for the allocated cores. An explicit OMP_NUM_THREADS wins.
+    than the job's allocation (Slurm's and PBS's cgroup/affinity plugins restrict the CPU
+    affinity to it): oversubscribed threads then fight for the allocated cores. An explicit OMP_NUM_THREADS wins.
     """
     if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

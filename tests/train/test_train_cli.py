@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from train.trainer import EXIT_REQUEUE
@@ -79,3 +80,47 @@ def test_importing_train_has_no_side_effects(tmp_path: Path, subprocess_env: dic
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env, cwd=tmp_path)
     assert proc.stdout == "ok\n" and proc.stderr == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# --- main() in-process: cheaper than a subprocess for the exit-status paths ----------------
+
+
+@pytest.fixture
+def main_in_process(monkeypatch: pytest.MonkeyPatch):
+    """train.__main__.main, with the signal handlers it installs restored afterwards."""
+    from train.__main__ import main
+
+    for name in ("CLUSTER_DEADLINE", "SLURM_JOB_ID", "PBS_JOBID"):
+        monkeypatch.delenv(name, raising=False)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    yield main
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def test_refused_resume_is_one_line_and_exit_2(tmp_path: Path, main_in_process, capsys: pytest.CaptureFixture) -> None:
+    train = {"epochs": 1, "device": "cpu", "data": {"samples": 200, "vector_features": 4}}
+    spec = write_spec(tmp_path / "a.yaml", train)
+    assert main_in_process(["--config", str(spec), "--run-dir", str(tmp_path / "run")]) == 0
+    changed = write_spec(tmp_path / "b.yaml", {**train, "data": {"samples": 300, "vector_features": 4}})
+    capsys.readouterr()
+    assert main_in_process(["--config", str(changed), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot resume from ")
+    assert "train.data.samples differs (checkpoint: 200, now: 300)" in err
+
+
+def test_walltime_from_the_spec_inside_a_scheduler_job(
+    tmp_path: Path, main_in_process, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # 10 s of walltime is inside the default 10 s safety margin: checkpoint and ask for requeue.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "t",
+        "resources": {"time": "00:00:10"},
+        "train": {"epochs": 1, "device": "cpu", "data": {"samples": 200, "vector_features": 4}},
+    }))
+    assert main_in_process(["--config", str(spec), "--run-dir", str(tmp_path / "local")]) == 0  # no deadline
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    assert main_in_process(["--config", str(spec), "--run-dir", str(tmp_path / "job")]) == EXIT_REQUEUE
+    assert "stopping (deadline)" in capsys.readouterr().out
