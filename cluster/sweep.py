@@ -14,8 +14,9 @@ import argparse
 import itertools
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
 from submitit.core.utils import FailedSubmissionError
@@ -28,6 +29,29 @@ from cluster.submit import _scheduler_message, make_executor, prepare_run, resol
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
+
+TASK_WRITERS = 8
+"""Threads that write the tasks' files (spec.yaml, run.json, submitted.sh) at once."""
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _for_each_task(func: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+    """``[func(item) for item in items]``, on a few threads.
+
+    Every file a task gets is fsynced before it is renamed into place (cluster.runs.write_atomic):
+    one after another, a 100-task sweep waits on 500 fsyncs, seconds on a plain disk. The tasks'
+    files are independent (each run.json has its own lock), so they are written at once, and the
+    filesystem commits the fsyncs that wait together in one go. Results in order; the first
+    exception is raised, as the loop would, once the tasks already started have finished (the
+    rest are not started).
+    """
+    pool = ThreadPoolExecutor(max_workers=TASK_WRITERS, thread_name_prefix="sweep-task")
+    try:
+        return list(pool.map(func, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def parse_sweep_args(items: list[str]) -> list[tuple[str, list[Any]]]:
@@ -81,16 +105,18 @@ def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
     points = grid_points(grid)
     kind = resolve_executor(spec, args.executor)
     sweep_dir = new_run_dir(spec.output.runs_dir, f"{spec.name}-sweep")
+
+    def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
+        index, point = task
+        task_dir = sweep_dir / _task_name(index, point)
+        task_dir.mkdir()
+        run = prepare_run(apply_overrides(spec, point), kind, task_dir)
+        run.update(lambda r: r.update(
+            sweep={"dir": str(sweep_dir), "index": index, "point": point}, logs_dir=str(sweep_dir / "logs")))
+        return run
+
     try:
-        runs = []
-        for index, point in enumerate(points):
-            task_spec = apply_overrides(spec, point)
-            task_dir = sweep_dir / _task_name(index, point)
-            task_dir.mkdir()
-            run = prepare_run(task_spec, kind, task_dir)
-            run.update(lambda r, p=point, i=index: r.update(
-                sweep={"dir": str(sweep_dir), "index": i, "point": p}, logs_dir=str(sweep_dir / "logs")))
-            runs.append(run)
+        runs = _for_each_task(prepare_task, enumerate(points))
         executor = make_executor(kind, spec, sweep_dir, **({"array_parallelism": ARRAY_PARALLELISM}
                                                             if kind == "slurm" else {}))
         if kind == "local":
@@ -110,13 +136,12 @@ def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
 
         shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
-    for run, job in zip(runs, jobs):
-        run.add_job(job.job_id, "submit")
+    _for_each_task(lambda task: task[0].add_job(task[1].job_id, "submit"), zip(runs, jobs))
     array_id = jobs[0].job_id.split("_")[0]
     script = sweep_dir / "logs" / f"{array_id}_submission.sh"
     if script.exists():
-        for run in [Run(sweep_dir)] + runs:
-            write_atomic(run.script_path, script.read_text())
+        text = script.read_text()
+        _for_each_task(lambda run: write_atomic(run.script_path, text), [Run(sweep_dir)] + runs)
     write_atomic(sweep_dir / "sweep.json", json.dumps({
         "name": spec.name, "scheduler": kind, "created": now_iso(), "job_id": array_id,
         "grid": {k: v for k, v in grid},
