@@ -8,12 +8,16 @@ command differs: submitit's ``srun ... python -m submitit.core._submit FOLDER``.
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import submitit
 from submitit.core import utils
+from submitit.local.local import LocalJob
 
 from cluster.render import JobOptions, render
 from cluster.spec import JobSpec
@@ -35,6 +39,28 @@ class SlurmExecutor(submitit.SlurmExecutor):
         self.array_parallelism = array_parallelism
         # submitit counts tasks from these to decide how many result files to expect.
         self.update_parameters(nodes=spec.resources.nodes, ntasks_per_node=spec.resources.tasks_per_node)
+
+    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
+        """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        timeout_min = (self.spec.resources.time_seconds or 3600) / 60
+        pickle_paths = []
+        for delayed in delayed_submissions:
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(timeout_min, self.max_num_timeout)
+            delayed.dump(path)
+            pickle_paths.append(path)
+        array_ex = SlurmExecutor(self.folder, self.spec, self.run_dir, array_parallelism=self.array_parallelism)
+        array_ex.parameters["map_count"] = len(delayed_submissions)
+        first = array_ex._submit_command(self._submitit_command_str)
+        jobs = [submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=list(range(first.num_tasks)))
+                for i in range(len(delayed_submissions))]
+        for job, path in zip(jobs, pickle_paths):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         paths = utils.JobPaths(folder=self.folder)
@@ -59,10 +85,39 @@ class SlurmExecutor(submitit.SlurmExecutor):
         return render(self.spec, "slurm", command=lines, options=options)
 
 
-def local_executor(folder: str | Path, spec: JobSpec) -> submitit.LocalExecutor:
-    """submitit's local executor with the spec's walltime as its timeout (it then sends USR2)."""
-    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=spec.scheduler.max_requeues,
-                                      python=python_for(spec))
+class LocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, with its controller detached from ``cluster submit``.
+
+    submitit starts the controller with our stdin/stdout/stderr and in our session: a
+    ``cluster submit | tee`` would then wait for the whole training, and a Ctrl-C on the
+    terminal would kill the job. Ours writes to the run's logs and has its own session.
+    """
+
+    def _submit_command(self, command: str) -> LocalJob:
+        folder = Path(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            SUBMITIT_LOCAL_NTASKS=str(self.parameters.get("tasks_per_node", 1)),
+            SUBMITIT_LOCAL_COMMAND=command,
+            SUBMITIT_LOCAL_TIMEOUT_S=str(int(60 * self.parameters.get("timeout_min", 2.0))),
+            SUBMITIT_LOCAL_SIGNAL_DELAY_S=str(int(self.parameters.get("signal_delay_s", 30))),
+            SUBMITIT_LOCAL_NODEID="0",
+            SUBMITIT_LOCAL_JOB_NUM_NODES="1",
+            SUBMITIT_STDERR_TO_STDOUT="",
+            SUBMITIT_EXECUTOR="local",
+            SUBMITIT_LOCAL_WITH_SHELL="",
+        )
+        with open(folder / "controller.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "submitit.local._local", str(folder)], env=env,
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        tasks = list(range(self.parameters.get("tasks_per_node", 1)))
+        return LocalJob(folder=folder, job_id=str(process.pid), process=process, tasks=tasks)
+
+
+def local_executor(folder: str | Path, spec: JobSpec) -> LocalExecutor:
+    """The local executor with the spec's walltime as its timeout (it then sends USR2)."""
+    executor = LocalExecutor(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
     minutes = (spec.resources.time_seconds or 24 * 3600) / 60
     signal_delay = min(spec.scheduler.signal_seconds, int(minutes * 60 * 0.5))
     executor.update_parameters(timeout_min=minutes, signal_delay_s=signal_delay,

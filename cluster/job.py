@@ -44,6 +44,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         run = Run(self.run_dir)
         spec = load_spec(run.spec_path)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            _local_environment(spec)
         rank = env.global_rank
         resume = Trainer.resume_point(self.run_dir)
         if rank == 0:
@@ -92,6 +94,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         print(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}", flush=True)
         env._requeue(spec.scheduler.max_requeues - record.get("requeues", 0))
         sys.exit(0)
+
+
+def _local_environment(spec: Any) -> None:
+    """What the batch script's prologue does on a cluster: private TMPDIR, exported variables.
+
+    (Module loads need a cluster's module system; the local executor runs without them.)
+    """
+    if spec.environment.tmpdir:
+        tmpdir = os.path.expanduser(os.path.expandvars(spec.environment.tmpdir))
+        os.makedirs(tmpdir, exist_ok=True)
+        os.environ["TMPDIR"] = tmpdir
+    for name, value in spec.environment.env:
+        os.environ[name] = os.path.expandvars(value)
 
 
 def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,17 +160,25 @@ def _scheduler_info(records: list[tuple[Run, dict[str, Any]]]) -> dict[tuple[str
             by_kind.setdefault(record.get("scheduler", "local"), []).append(job_id)
     info: dict[tuple[str, str], JobInfo] = {}
     for kind, ids in by_kind.items():
-        if kind == "slurm":
-            found = slurm_jobs(ids)
-        elif kind == "pbs":
-            from cluster.pbs.status import pbs_jobs
-
-            flavor = next((r.get("pbs_flavor", "pbspro") for _, r in records if r.get("scheduler") == "pbs"), "pbspro")
-            found = pbs_jobs(ids, flavor)
-        else:
-            found = local_jobs(ids)
+        try:
+            found = _query(kind, ids, records)
+        except SchedulerError as err:
+            # No answer is no new information: the runs' own files decide, and we say so.
+            print(f"warning: {err}; states of {kind} runs come from their run directories", file=sys.stderr)
+            continue
         info.update({(kind, k): v for k, v in found.items()})
     return info
+
+
+def _query(kind: str, ids: list[str], records: list[tuple[Run, dict[str, Any]]]) -> dict[str, JobInfo]:
+    if kind == "slurm":
+        return slurm_jobs(ids)
+    if kind == "pbs":
+        from cluster.pbs.status import pbs_jobs
+
+        flavor = next((r.get("pbs_flavor", "pbspro") for _, r in records if r.get("scheduler") == "pbs"), "pbspro")
+        return pbs_jobs(ids, flavor)
+    return local_jobs(ids)
 
 
 def _last_metrics(run: Run) -> dict[str, Any] | None:
@@ -195,6 +204,22 @@ def _progress_epoch(run: Run) -> int | None:
         return int(progress.get("epoch"))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _elapsed_from_record(record: dict[str, Any], state: str) -> int | None:
+    """Seconds since the first attempt started (to its end for ended runs): local runs have no sacct."""
+    import datetime as dt
+
+    attempts = record.get("attempts") or []
+    if not attempts:
+        return None
+    try:
+        start = dt.datetime.fromisoformat(attempts[0]["started"])
+        end_text = record.get("ended") if state in TERMINAL_STATES else None
+        end = dt.datetime.fromisoformat(end_text) if end_text else dt.datetime.now().astimezone()
+    except (KeyError, ValueError):
+        return None
+    return max(0, int((end - start).total_seconds()))
 
 
 def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
@@ -242,7 +267,8 @@ def rows_for(runs: list[Run], metric: str = "val_auc") -> list[Row]:
             epoch = metrics.get("epoch")
         rows.append(Row(
             run_id=run.id, name=record.get("name", ""), scheduler=kind, job_id=job_id, state=state,
-            elapsed_seconds=job.elapsed_seconds if job else None,
+            elapsed_seconds=job.elapsed_seconds if job and job.elapsed_seconds is not None
+            else _elapsed_from_record(record, state),
             walltime_seconds=record.get("walltime_seconds"), epoch=epoch, epochs=record.get("epochs"),
             metric=(metrics or {}).get(metric), metric_name=metric, requeues=record.get("requeues", 0),
             path=str(run.path), scheduler_state=job.raw_state if job else "",

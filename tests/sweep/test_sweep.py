@@ -52,7 +52,12 @@ def test_sweep_is_one_sbatch_call_and_every_task_completes(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert calls(log) == {"sbatch": 1}
     sweep_dir = _check_sweep(tmp_path)
-    assert "#SBATCH --array=0-3%4" in (sweep_dir / "submitted.sh").read_text()
+    script = (sweep_dir / "submitted.sh").read_text()
+    assert "#SBATCH --array=0-3%4" in script
+    # The array carries the spec's own directives and prologue, like a single run.
+    for line in ("#SBATCH --job-name=smoke", "#SBATCH --partition=cpu", "#SBATCH --time=00:10:00",
+                 "#SBATCH --mem=1G", 'export TMPDIR="$HOME/tmp"', "#SBATCH --signal=USR2@120"):
+        assert line in script.splitlines(), line
     status = _run(["status", str(sweep_dir), "--json"], cwd=tmp_path)
     rows = json.loads(status.stdout)
     assert [r["state"] for r in rows] == ["completed"] * 4
