@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,6 @@ TMP_PREFIX = ".tmp-"
 
 def checkpoint_name(global_step: int) -> str:
     return f"ckpt-{global_step:09d}.pt"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -60,11 +54,12 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -
     fsyncs for files that are cheap to lose (progress.json).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    # One temporary name per target, process and thread: writers never share one. Mode
+    # 0666 minus the umask, as a plain open() gives, so group members of a shared project
+    # can read the runs.
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}")
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, so
-        # that group members can read a shared project's runs.
-        os.fchmod(fd, 0o666 & ~_umask())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
@@ -72,10 +67,7 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(path.parent)
@@ -93,7 +85,7 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
     not affect them.
     """
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{os.getpid()}")
+    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{os.getpid()}.{threading.get_ident()}")
     try:
         tmp.unlink(missing_ok=True)
         os.link(src, tmp)
