@@ -171,8 +171,12 @@ def check_arrays(where: str, config: DataConfig, image: np.ndarray, vector: np.n
     if len(set(lengths.values())) != 1:
         raise DataError(where, "arrays differ in length: " + ", ".join(f"{k} has {n}" for k, n in lengths.items()))
 
+    # Checked after the conversion to float32, which turns values beyond its range into inf.
+    with np.errstate(over="ignore"):  # reported below, as one line
+        image = np.ascontiguousarray(image[:, None], dtype=np.float32)
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
     for role, key, a in (("image", keys.image, image), ("vector", keys.vector, vector)):
-        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.size else np.zeros(0, bool)
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
@@ -193,11 +197,7 @@ def check_arrays(where: str, config: DataConfig, image: np.ndarray, vector: np.n
             where,
             f"need at least 2 samples of each class for a train/validation split (got {counts[0]} negatives, {counts[1]} positives)",
         )
-    return Arrays(
-        np.ascontiguousarray(image[:, None], dtype=np.float32),
-        np.ascontiguousarray(vector, dtype=np.float32),
-        label,
-    )
+    return Arrays(image, vector, label)
 
 
 def load_data(config: DataConfig, seed: int, cwd: str | Path | None = None) -> Arrays:

@@ -113,15 +113,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def configure_threads() -> int:
-    """Use as many intra-op threads as CPUs this process may run on.
+ALLOCATED_CPUS_ENV = ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN")
+"""Where Slurm, PBS Pro and Torque say how many CPUs the job (task) was given."""
 
-    torch defaults to the machine's core count, which on a shared cluster node is far more
-    than the job's allocation (Slurm's and PBS's cgroup/affinity plugins restrict the CPU
-    affinity to it): oversubscribed threads then fight for the allocated cores. An explicit OMP_NUM_THREADS wins.
+
+def configure_threads() -> int:
+    """Use as many intra-op threads as CPUs this process was given, and no more.
+
+    torch defaults to the machine's core count. On a cluster node that is far more than
+    the job's allocation whenever the scheduler does not pin the job's CPU affinity (Slurm
+    with task/none, many PBS set-ups); the OpenMP threads then fight over the allocated
+    cores and, as they wait for each other, a step can take a hundred times longer. So:
+    the CPUs in this process's affinity, capped by the scheduler's allocation. An explicit
+    OMP_NUM_THREADS wins.
     """
-    if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name in ALLOCATED_CPUS_ENV:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            cpus = min(cpus, int(value))
+            break
+    torch.set_num_threads(max(1, cpus))
     return torch.get_num_threads()
 
 

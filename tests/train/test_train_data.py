@@ -145,6 +145,8 @@ def test_npz_loads_in_training_layout(tmp_path: Path) -> None:
         ({"x1": np.where(np.arange(40)[:, None, None] == 7, np.nan, np.ones((40, 10, 18)))},
          "array 'x1' (image) has NaN or infinite values in 1 samples (first: sample 7)"),
         ({"x2": np.full((40, 6), np.inf)}, "array 'x2' (vector) has NaN or infinite values in 40 samples (first: sample 0)"),
+        ({"x2": np.where(np.arange(40)[:, None] == 3, 1e300, np.zeros((40, 6)))},
+         "array 'x2' (vector) has NaN or infinite values in 1 samples (first: sample 3)"),
         ({"x1": np.array(["a"] * 40)}, "array 'x1' (image) must be numeric (got dtype <U1)"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,20 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_logs(tmp_path: Path,
     for step in range(1, 6):
         progress.step(0, step, step, 32, lambda: 0.5)
     assert plain.getvalue().count("\n") == 1 and "\r" not in plain.getvalue()  # bounded rate
+
+
+def test_threads_follow_the_scheduler_allocation(monkeypatch) -> None:
+    import torch
+
+    from train.trainer import configure_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    for name in ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert configure_threads() == 1 == torch.get_num_threads()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")  # more than this machine has: the affinity wins
+    assert configure_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # an explicit choice is kept
+    torch.set_num_threads(1)
+    assert configure_threads() == 1
