@@ -344,6 +344,10 @@ class Trainer:
                 f"{steps_per_epoch}, global step {loop.global_step}"
             )
         runfiles.truncate_metrics(self.run_dir, loop.epoch)
+        recorded = runfiles.read_metrics(self.run_dir)
+        if loop.last_metrics is not None and (not recorded or recorded[-1].get("epoch", 0) < loop.last_metrics["epoch"]):
+            # The line was lost with the page cache in a crash; the checkpoint kept a copy.
+            runfiles.append_metrics(self.run_dir, loop.last_metrics)
         say(
             f"training on {device} ({threads} threads): {len(train_set)} train / {len(val_set)} validation samples, "
             f"{steps_per_epoch} steps per epoch, epochs {loop.epoch + 1}-{cfg.epochs}"

@@ -201,3 +201,15 @@ def test_sigterm_mid_run_checkpoints_and_resumes_exactly(tmp_path: Path, config_
     assert 0 < Trainer.resume_point(tmp_path)["global_step"] < 200
     resumed = Trainer(config, tmp_path, stream=io.StringIO()).run()
     assert resumed.summary["weights_sha256"] == reference_sha(config)
+
+
+def test_last_epoch_line_lost_in_a_crash_is_restored(tmp_path: Path, config_factory, run_trainer, reference_sha) -> None:
+    config = config_factory()
+    run_trainer(config, tmp_path, stop_at_step=15)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "metrics.jsonl").write_text("")  # as if never flushed to disk
+    run_trainer(config, tmp_path, stop_at_step=16)
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines
+    result = run_trainer(config, tmp_path)
+    assert epochs_recorded(tmp_path) == [1, 2, 3]
+    assert result.summary["weights_sha256"] == reference_sha(config)
