@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -30,29 +29,15 @@ EXAMPLES = {
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write all of ``text`` or nothing: a temporary file in the same directory, then rename."""
+    """Write all of ``text`` or nothing (see :func:`cluster.runs.write_atomic`)."""
+    from cluster.runs import write_atomic
+
     if path.is_dir():
         raise ClusterError(f"cannot write {path}: is a directory (give a file name)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomic(path, text)
     except OSError as err:
-        raise ClusterError(f"cannot write {path}: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as handle:
-            # mkstemp makes the file private (0600); give it the mode a shell redirection would.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(handle.fileno(), 0o666 & ~umask)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ClusterError(f"cannot write {path}: {err.strerror or err}") from None
-        raise
+        raise ClusterError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 # ---------------------------------------------------------------- commands

@@ -73,18 +73,6 @@ def copy_atomic(src: Path, dst: Path) -> bool:
     return True
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------- reading a run
 
 
@@ -170,7 +158,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
         fig.savefig(buffer, format="png", dpi=100)
     finally:
         plt.close(fig)
-    _write_bytes_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- one run
@@ -220,7 +208,7 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
     if (run.path / "metrics.jsonl").exists():
         target = dest / "metrics.jsonl"
         if not (target.exists() and target.read_bytes() == complete):
-            _write_bytes_atomic(target, complete)
+            write_atomic(target, complete)
         copied.append("metrics.jsonl")
 
     try:

@@ -44,23 +44,9 @@ class SlurmExecutor(submitit.SlurmExecutor):
         """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        timeout_min = (self.spec.resources.time_seconds or 3600) / 60
-        pickle_paths = []
-        for delayed in delayed_submissions:
-            path = folder / f"{uuid.uuid4().hex}.pkl"
-            delayed.set_timeout(timeout_min, self.max_num_timeout)
-            delayed.dump(path)
-            pickle_paths.append(path)
         array_ex = SlurmExecutor(self.folder, self.spec, self.run_dir, array_parallelism=self.array_parallelism)
-        array_ex.parameters["map_count"] = len(delayed_submissions)
-        first = array_ex._submit_command(self._submitit_command_str)
-        jobs = [submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=list(range(first.num_tasks)))
-                for i in range(len(delayed_submissions))]
-        for job, path in zip(jobs, pickle_paths):
-            job.paths.move_temporary_file(path, "submitted_pickle")
-        return jobs
+        timeout_min = (self.spec.resources.time_seconds or 3600) / 60
+        return submit_array(array_ex, delayed_submissions, submitit.SlurmJob, timeout_min)
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         paths = utils.JobPaths(folder=self.folder)
@@ -113,6 +99,31 @@ class LocalExecutor(submitit.LocalExecutor):
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         tasks = list(range(self.parameters.get("tasks_per_node", 1)))
         return LocalJob(folder=folder, job_id=str(process.pid), process=process, tasks=tasks)
+
+
+def submit_array(array_ex: submitit.Executor, delayed_submissions: list[utils.DelayedSubmission],
+                 job_class: type, timeout_min: float) -> list:
+    """Submit ``delayed_submissions`` as one array job of ``array_ex``; one submitit job per task.
+
+    As submitit does for Slurm: each task's pickle is written first under a temporary
+    name, the array is submitted once, then the pickles are renamed to ``<array>_<i>``.
+    """
+    folder = utils.JobPaths.get_first_id_independent_folder(array_ex.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pickle_paths = []
+    for delayed in delayed_submissions:
+        path = folder / f"{uuid.uuid4().hex}.pkl"
+        delayed.set_timeout(timeout_min, array_ex.max_num_timeout)
+        delayed.dump(path)
+        pickle_paths.append(path)
+    array_ex.parameters["map_count"] = len(delayed_submissions)
+    first = array_ex._submit_command(array_ex._submitit_command_str)
+    parent = str(first.job_id).split("_")[0]
+    jobs = [job_class(folder=array_ex.folder, job_id=f"{parent}_{i}", tasks=list(range(first.num_tasks)))
+            for i in range(len(delayed_submissions))]
+    for job, path in zip(jobs, pickle_paths):
+        job.paths.move_temporary_file(path, "submitted_pickle")
+    return jobs
 
 
 def local_executor(folder: str | Path, spec: JobSpec) -> LocalExecutor:

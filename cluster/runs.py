@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -37,19 +36,29 @@ def now_iso() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """All of ``text`` or nothing, even if the machine dies mid-write."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """All of ``data`` or nothing, even if the machine dies mid-write.
+
+    A temporary file in the same directory (created with the umask's mode, like a shell
+    redirection would), fsync, rename over ``path``, fsync the directory.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with open(tmp, "xb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class Run:

@@ -17,7 +17,6 @@ depending on the ending job, with the checkpointed submission copied under the n
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import sys
@@ -179,26 +178,13 @@ class PBSExecutor(core.PicklingExecutor):
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # An array: one qsub (-J on PBS Pro, -t on Torque), one pickle per task.
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        timeout_min = (self._job_spec().resources.time_seconds or 3600) / 60
-        pickle_paths = []
-        for delayed in delayed_submissions:
-            path = folder / f"{os.urandom(16).hex()}.pkl"
-            delayed.set_timeout(timeout_min, self.max_num_timeout)
-            delayed.dump(path)
-            pickle_paths.append(path)
+        from cluster.executors import submit_array
+
         array_ex = PBSExecutor(self.folder, flavor=self.flavor, spec=self.spec, run_dir=self.run_dir,
                                max_num_timeout=self.max_num_timeout, python=self.python)
         array_ex.parameters.update(self.parameters)
-        array_ex.parameters["map_count"] = len(delayed_submissions)
-        first = array_ex._submit_command(self._submitit_command_str)
-        parent = PBSJobId.parse(first.job_id).number
-        jobs = [self.job_class(folder=self.folder, job_id=f"{parent}_{i}", tasks=list(range(first.num_tasks)))
-                for i in range(len(delayed_submissions))]
-        for job, path in zip(jobs, pickle_paths):
-            job.paths.move_temporary_file(path, "submitted_pickle")
-        return jobs
+        timeout_min = (self._job_spec().resources.time_seconds or 3600) / 60
+        return submit_array(array_ex, delayed_submissions, self.job_class, timeout_min)
 
 
 def continue_job(job_key: str, folder: str | Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 from cluster.pbs.watcher import PBSInfoWatcher
@@ -16,6 +17,8 @@ def pbs_jobs(job_ids: Iterable[str], flavor: str) -> dict[str, JobInfo]:
     ``C`` with no exit status for every finished job.
     """
     ids = [str(j) for j in job_ids]
+    # qstat exits non-zero for jobs that left its history; the rows say what it means.
+    logging.getLogger("cluster.pbs.watcher").setLevel(logging.ERROR)
     watcher = PBSInfoWatcher(flavor, delay_s=0)
     for job_id in ids:
         watcher.register_job(job_id)
