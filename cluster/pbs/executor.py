@@ -159,7 +159,9 @@ class PBSExecutor(core.PicklingExecutor):
         lines = ["# --- run: submitit's entrypoint; output to submitit's files for this job id",
                  *_REDIRECT,
                  f'exec >>{out}.out" 2>>{out}.err"',
-                 command]
+                 # exec: the job's own process is the one the scheduler tracks and kills; a child
+                 # of a killed batch shell can outlive its job where process tracking is by parent.
+                 f"exec {command}"]
         return render(spec, self.flavor, command=lines, options=options)
 
     def _make_submission_command(self, submission_file_path: Path) -> list[str]:
