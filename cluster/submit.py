@@ -6,6 +6,8 @@ imports the trainer only on the compute node.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -13,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import FailedSubmissionError
+from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+SUBMIT_ERRORS = (FailedSubmissionError, FailedJobError)
+"""What submitit raises when the scheduler refuses a job (its text carries the scheduler's output)."""
 
 from cluster import shell
 from cluster.errors import ClusterError, SchedulerError
@@ -43,7 +48,7 @@ def make_executor(kind: str, spec: JobSpec, run_dir: Path, **kwargs: Any) -> sub
     return local_executor(folder, spec)
 
 
-def _scheduler_message(err: FailedSubmissionError) -> str:
+def _scheduler_message(err: Exception) -> str:
     """The scheduler's own words from submitit's error (its text carries the command's output)."""
     text = str(err)
     for marker in ("sbatch: error:", "qsub:", "qsub: "):
@@ -52,6 +57,15 @@ def _scheduler_message(err: FailedSubmissionError) -> str:
             return " ".join(dict.fromkeys(lines))
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     return lines[-1] if lines else text
+
+
+def submit_quietly(executor: submitit.Executor, job: Any) -> submitit.Job:
+    """``executor.submit(job)``, without submitit echoing the scheduler's stderr on a refusal.
+
+    The refusal's text travels in the exception; the CLI shows it as one line.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        return executor.submit(job)
 
 
 def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None) -> Run:
@@ -84,8 +98,8 @@ def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     kind = resolve_executor(spec, executor)
     run = prepare_run(spec, kind)
     try:
-        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
-    except FailedSubmissionError as err:
+        job = submit_quietly(make_executor(kind, spec, run.path), TrainJob(str(run.path)))
+    except SUBMIT_ERRORS as err:
         shutil.rmtree(run.path, ignore_errors=True)
         raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
     except BaseException:
@@ -111,8 +125,8 @@ def resume(run: Run) -> str:
     spec = load_spec(run.spec_path)
     kind = record.get("scheduler", "local")
     try:
-        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
-    except FailedSubmissionError as err:
+        job = submit_quietly(make_executor(kind, spec, run.path), TrainJob(str(run.path)))
+    except SUBMIT_ERRORS as err:
         raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
     _copy_script(job, run)
     run.add_job(job.job_id, "resume")

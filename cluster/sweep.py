@@ -11,6 +11,8 @@ A task that times out requeues alone (``scontrol requeue <array>_<task>``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import re
@@ -19,13 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
-from submitit.core.utils import FailedSubmissionError
 
 from cluster.errors import ClusterError, SpecError
 from cluster.job import TrainJob
 from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec, apply_overrides, parse_yaml
-from cluster.submit import _scheduler_message, make_executor, prepare_run, resolve_executor
+from cluster.submit import SUBMIT_ERRORS, _scheduler_message, submit_quietly, make_executor, prepare_run, resolve_executor
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
@@ -120,13 +121,13 @@ def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
         executor = make_executor(kind, spec, sweep_dir, **({"array_parallelism": ARRAY_PARALLELISM}
                                                             if kind == "slurm" else {}))
         if kind == "local":
-            job = executor.submit(LocalSweepJob([str(r.path) for r in runs]))
+            job = submit_quietly(executor, LocalSweepJob([str(r.path) for r in runs]))
             jobs = [job] * len(runs)
         else:
-            with executor.batch():
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 pending = [executor.submit(TrainJob(str(r.path))) for r in runs]
             jobs = pending
-    except FailedSubmissionError as err:
+    except SUBMIT_ERRORS as err:
         import shutil
 
         shutil.rmtree(sweep_dir, ignore_errors=True)
