@@ -64,7 +64,9 @@ class SlurmExecutor(submitit.SlurmExecutor):
             signal_batch_shell=False,  # srun's step gets the USR2, where the trainer runs
             extra_env=(("CLUSTER_RUN_DIR", self.run_dir),),
         )
-        srun = shlex.join(["srun", "--unbuffered", "--output", stdout, "--error", stderr])
+        # One task per rank. --kill-on-bad-exit: when a rank fails, srun ends the others
+        # rather than leaving them to wait for it until their collectives time out.
+        srun = shlex.join(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--output", stdout, "--error", stderr])
         lines = ["# --- run: submitit's entrypoint (cluster.job.TrainJob)",
                  "export SUBMITIT_EXECUTOR=slurm",
                  f"{srun} {command}"]

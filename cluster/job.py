@@ -11,6 +11,13 @@ the next step boundary and returns, and then this callable requeues the job.
   deadline: requeue, at most ``scheduler.max_requeues`` times.
 - TERM (``scontrol requeue``, preemption, cancel, the walltime kill): checkpoint and
   exit; the scheduler decides what comes next.
+
+Several tasks (``nodes x tasks_per_node > 1``): the scheduler starts one process per task
+(``srun``), each runs this callable, and they train data-parallel (see
+``train.distributed``). submitit's ``TorchDistributedEnvironment`` turns the scheduler's
+variables into torch's (MASTER_ADDR = the first node, MASTER_PORT derived from the job
+id, RANK, WORLD_SIZE, LOCAL_RANK). The ranks stop together at the same step; rank 0
+alone records the run and requeues the job, the others just exit.
 """
 
 from __future__ import annotations
@@ -51,7 +58,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         if rank == 0:
             _start_attempt(run, env.job_id, resume)
 
-        trainer = Trainer(spec.train, self.run_dir)
+        distributed = env.num_tasks > 1
+        if distributed:
+            # CUDA_VISIBLE_DEVICES stays as the scheduler set it: the trainer picks the
+            # GPU of the task's local rank.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        trainer = Trainer(spec.train, self.run_dir, distributed=distributed)
         trainer.install_signal_handlers()
         try:
             result = trainer.run()

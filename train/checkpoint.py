@@ -194,6 +194,16 @@ def load_latest(run_dir: str | Path, warn: Callable[[str], None]) -> tuple[dict,
     return None
 
 
+def load_step(run_dir: str | Path, global_step: int) -> tuple[dict, dict]:
+    """(state, sidecar) of the checkpoint of `global_step`, which rank 0's `load_latest`
+    chose and checked: the other ranks of a data-parallel run load exactly that one."""
+    for info in runfiles.sidecars(run_dir):
+        if int(info["global_step"]) == global_step:
+            state = torch.load(info["path"], map_location="cpu", weights_only=True)
+            return state, info
+    raise FileNotFoundError(f"no checkpoint of global step {global_step} in {Path(run_dir) / runfiles.CHECKPOINT_DIR}")
+
+
 def first_difference(saved: Any, current: Any, key: str = "") -> tuple[str, Any, Any] | None:
     """The first dotted key at which two nested dicts differ: (key, saved, current)."""
     if isinstance(saved, dict) and isinstance(current, dict):

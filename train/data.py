@@ -243,8 +243,9 @@ class EpochSampler:
     that happened before it. A checkpoint stores that generator's state as of the epoch
     start plus the position in the epoch; resuming redraws the vector and skips ahead.
 
-    For data-parallel training (a later step) every rank draws the same vector and takes
-    its own slice of each batch (`batch(..., rank, world_size)`).
+    In data-parallel training every rank draws the same vector and takes its own slice of
+    each batch (`batch(..., rank, world_size)`): together the ranks consume the epoch's
+    draw once, with no overlap.
     """
 
     def __init__(self, label: np.ndarray, weights: tuple[float, float], seed: int, batch_size: int) -> None:

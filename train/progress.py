@@ -35,7 +35,11 @@ class Progress:
         *,
         log_interval: float = 10.0,
         bar_interval: float = 0.1,
+        primary: bool = True,
     ) -> None:
+        """primary=False (a data-parallel rank other than 0): only `message` prints;
+        progress lines and progress.json are rank 0's."""
+        self.primary = primary
         self.run_dir = Path(run_dir)
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -58,6 +62,8 @@ class Progress:
     def step(self, epoch: int, step: int, global_step: int, samples: int, loss: Callable[[], float]) -> None:
         """`epoch` is 0-based and `step` the number of steps done in it; `loss` is only
         called when a line is printed (reading it synchronises with a GPU)."""
+        if not self.primary:
+            return
         self._window_samples += samples
         self._window_steps += 1
         now = time.monotonic()
@@ -83,6 +89,8 @@ class Progress:
         self.stream.flush()
 
     def write_file(self, epoch: int, step: int, global_step: int) -> None:
+        if not self.primary:
+            return
         runfiles.write_json_atomic(
             self.run_dir / runfiles.PROGRESS_FILE,
             {

@@ -12,6 +12,9 @@ these without importing torch:
     DIR/checkpoints/ckpt-<step>.pt     rotating checkpoints (torch format, tensors only)
     DIR/checkpoints/ckpt-<step>.json   sidecar: position, size and CRC-32 of the .pt
     DIR/checkpoints/best.pt, final.pt  the best (by val_auc) and the final checkpoint
+    DIR/ranks/rank-<r>.sha256          data-parallel runs: each rank's weights_sha256 at the
+                                       end (one hex line), written by that rank; all equal
+                                       summary.json's when DDP kept the ranks in step
 
 A checkpoint counts only once its sidecar exists: the .pt is renamed into place first and
 the sidecar written after it, both atomically, so a job killed mid-write leaves either a
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_DIR = "checkpoints"
+RANKS_DIR = "ranks"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 PROGRESS_FILE = "progress.json"
@@ -160,6 +164,15 @@ def resume_point(run_dir: str | Path) -> dict | None:
         if verify(info) is None:
             return {k: info[k] for k in ("epoch", "step_in_epoch", "global_step", "path", "reason", "time") if k in info}
     return None
+
+
+def write_rank_sha256(run_dir: str | Path, rank: int, sha256: str) -> Path:
+    """Record one rank's final weights fingerprint as DIR/ranks/rank-<rank>.sha256."""
+    directory = Path(run_dir) / RANKS_DIR
+    directory.mkdir(exist_ok=True)
+    path = directory / f"rank-{rank}.sha256"
+    write_bytes_atomic(path, (sha256 + "\n").encode())
+    return path
 
 
 # --- metrics ------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ leaves a checkpoint from which a new `run` continues exactly: on CPU its final w
 bitwise those of a run that was never interrupted (dropout included), because the
 checkpoint holds the model, the optimizer state, the global RNG state that dropout draws
 from, the sampler generator's state as of the epoch start and the position in the epoch.
+
+Data parallel (`Trainer(..., distributed=True)` in each task of a multi-task job, see
+`train.distributed`): every rank trains the same weights on its slice of every batch,
+wrapped in DDP; the ranks agree at every step boundary whether to stop or checkpoint, so
+all stop at the same step. Rank 0 writes the checkpoints (with every rank's RNG state),
+metrics, progress and summary; every rank resumes from the checkpoint rank 0 picked.
+Such a run resumes exactly too, when it resumes with the same number of tasks.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch import nn
 from cluster.errors import SpecError
 from train import checkpoint, runfiles
 from train.config import TrainConfig
+from train.distributed import Comm, World, process_group, rank_seed
 from train.data import Arrays, EpochSampler, class_weights, load_data, stratified_split
 from train.metrics import balanced_accuracy, roc_auc
 from train.model import TwoInputConvNet, weights_sha256
@@ -99,25 +107,40 @@ class LoopState:
     resumes: int = 0
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda:0 when CUDA is available, else cpu; `cuda` -> cuda:0."""
+def resolve_device(name: str, world: World | None = None) -> torch.device:
+    """`auto` -> cuda:0 when CUDA is available, else cpu; `cuda` -> cuda:0.
+
+    With several tasks on a node, task `LOCAL_RANK` takes GPU `LOCAL_RANK` instead of 0
+    (NCCL needs one GPU per task); an explicit index is refused there.
+    """
+    world = world or World()
     if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise SpecError("train.device", f"is {name} but CUDA is not available on this node (use auto or cpu)")
+    count = torch.cuda.device_count()
+    if world.size > 1:
+        if name != "cuda":
+            raise SpecError("train.device", f"is {name} but the job runs {world.size} tasks, each on the GPU of "
+                            "its local rank: use cuda or auto")
+        if world.local_size > count:
+            raise SpecError("resources.tasks_per_node", f"is {world.local_size} but this node has {count} GPU(s): "
+                            "NCCL needs one GPU per task")
+        return torch.device("cuda", world.local_rank)
     device = torch.device("cuda:0" if name == "cuda" else name)
-    if device.index >= torch.cuda.device_count():
-        raise SpecError("train.device", f"is {name} but this node has {torch.cuda.device_count()} GPU(s)")
+    if device.index >= count:
+        raise SpecError("train.device", f"is {name} but this node has {count} GPU(s)")
     return device
 
 
 ALLOCATED_CPUS_ENV = ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN")
-"""Where Slurm, PBS Pro and Torque say how many CPUs the job (task) was given."""
+"""Where Slurm, PBS Pro and Torque say how many CPUs the job (task) was given: Slurm's
+counts one task's CPUs, the PBS ones all CPUs of the node's chunk."""
 
 
-def configure_threads() -> int:
+def configure_threads(tasks_on_node: int = 1) -> int:
     """Use as many intra-op threads as CPUs this process was given, and no more.
 
     torch defaults to the machine's core count. On a cluster node that is far more than
@@ -125,16 +148,19 @@ def configure_threads() -> int:
     with task/none, many PBS set-ups); the OpenMP threads then fight over the allocated
     cores and, as they wait for each other, a step can take a hundred times longer. So:
     the CPUs in this process's affinity, capped by the scheduler's allocation. An explicit
-    OMP_NUM_THREADS wins.
+    OMP_NUM_THREADS wins. `tasks_on_node` data-parallel tasks share the node's CPUs: a
+    per-node count (the affinity, PBS's) is divided among them, Slurm's per-task one is not.
     """
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_task = cpus // tasks_on_node
     for name in ALLOCATED_CPUS_ENV:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
-            cpus = min(cpus, int(value))
+            per_task = int(value) if name == "SLURM_CPUS_PER_TASK" else int(value) // tasks_on_node
             break
+    cpus = min(cpus, per_task)
     torch.set_num_threads(max(1, cpus))
     return torch.get_num_threads()
 
@@ -207,6 +233,7 @@ class Trainer:
         deadline: float | None = None,
         stop_at_step: int | None = None,
         stream: TextIO | None = None,
+        distributed: bool = False,
     ) -> None:
         """
         deadline: absolute unix time by which the process must have exited (the job's
@@ -214,9 +241,14 @@ class Trainer:
         stop_at_step: test hook: behave as if a stop were requested when this many
             optimizer steps are done (0 = before the first). Never set it in a real job.
         stream: where progress goes (stdout by default).
+        distributed: train data-parallel with the job's other tasks, as the env://
+            variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+            MASTER_PORT) describe: `cluster.job` exports them from the scheduler's. False:
+            one process, whatever the environment says.
         """
         self.config = config
         self.run_dir = Path(run_dir)
+        self.world = World.from_env() if distributed else World()
         if deadline is None and os.environ.get(DEADLINE_ENV, "").strip():
             try:
                 deadline = float(os.environ[DEADLINE_ENV])
@@ -253,6 +285,28 @@ class Trainer:
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(sig, handler)
 
+    def _restore_rng(self, rng: dict, device: torch.device, global_step: int) -> None:
+        """Put back the RNG streams that dropout draws from, as the checkpoint saved them."""
+        world = self.world
+        states = rng.get("torch_ranks")
+        saved_ranks = len(states) if states is not None else 1
+        if saved_ranks != world.size and world.primary:
+            print(f"warning: the checkpoint was written by {saved_ranks} task(s), this run has {world.size}: "
+                  "it continues, but not bitwise as an uninterrupted run would (dropout masks, batch shares)",
+                  file=sys.stderr)
+        if world.size == 1:
+            torch.set_rng_state(rng["torch"])
+            if device.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"], device)
+        elif saved_ranks == world.size:
+            # A copy: set_rng_state crashes (segfault, torch 2.13) on a row of the stack,
+            # a view that does not start at its storage's beginning.
+            torch.set_rng_state(states[world.rank].clone())
+            if device.type == "cuda" and rng.get("cuda_ranks") is not None:
+                torch.cuda.set_rng_state(rng["cuda_ranks"][world.rank].clone(), device)
+        else:
+            torch.manual_seed(rank_seed(self.config.seed, world.rank, global_step))
+
     @staticmethod
     def resume_point(run_dir: str | Path) -> dict | None:
         """The newest intact checkpoint of `run_dir` as {"epoch", "step_in_epoch",
@@ -279,19 +333,26 @@ class Trainer:
     def run(self) -> RunResult:
         """Train to `config.epochs`, resuming from the newest intact checkpoint if any."""
         run_started = time.perf_counter()
-        device = resolve_device(self.config.device)
-        with small_conv_kernels(device):
-            return self._run(device, run_started)
+        world = self.world
+        device = resolve_device(self.config.device, world)
+        if self.config.batch_size < world.size:
+            raise SpecError("train.batch_size", f"is {self.config.batch_size} but the job runs {world.size} tasks, "
+                            "which share every batch: use at least one sample per task")
+        with small_conv_kernels(device), process_group(world, device) as comm:
+            return self._run(device, run_started, comm)
 
-    def _run(self, device: torch.device, run_started: float) -> RunResult:
+    def _run(self, device: torch.device, run_started: float, comm: Comm) -> RunResult:
         cfg = self.config
+        world = self.world
+        primary = world.primary  # rank 0 writes every file of the run; the others only train
         ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        runfiles.remove_stray_temporaries(ckpt_dir)
-        runfiles.remove_stray_temporaries(self.run_dir)
+        if primary:
+            runfiles.remove_stray_temporaries(ckpt_dir)
+            runfiles.remove_stray_temporaries(self.run_dir)
 
         # --- setup: threads, data, model, optimizer --------------------------------------
-        threads = configure_threads()
+        threads = configure_threads(world.local_size)
         arrays = load_data(cfg.data, cfg.seed)
         train_index, val_index = stratified_split(arrays.label, cfg.data.val_fraction, cfg.seed)
         train_set, val_set = arrays.subset(train_index), arrays.subset(val_index)
@@ -304,6 +365,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
         model = TwoInputConvNet(arrays.image_shape, arrays.vector_features).to(device)
+        if world.size > 1:
+            # Same initial weights on every rank, but each draws its own dropout masks.
+            torch.manual_seed(rank_seed(cfg.seed, world.rank))
         optimizer = make_optimizer(model, cfg.lr)
         loss_fn = nn.CrossEntropyLoss()
 
@@ -319,13 +383,18 @@ class Trainer:
             "data contents (sha256)": arrays.sha256(),
         }
 
-        progress = Progress(self.run_dir, cfg.epochs, steps_per_epoch, self.stream)
+        progress = Progress(self.run_dir, cfg.epochs, steps_per_epoch, self.stream, primary=primary)
         say = progress.message
 
         # --- resume or start -----------------------------------------------------------
         loop = LoopState()
         epoch_sampler_state: torch.Tensor | None = None
-        loaded = checkpoint.load_latest(self.run_dir, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+        loaded = None
+        if primary:  # picks the checkpoint (setting aside damaged ones); the others load the same
+            loaded = checkpoint.load_latest(self.run_dir, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+        chosen = comm.broadcast(loaded[1]["global_step"] if loaded is not None else -1)
+        if not primary and chosen >= 0:
+            loaded = checkpoint.load_step(self.run_dir, chosen)
         if loaded is not None:
             state, info = loaded
             checkpoint.check_compatible(state["identity"], identity, info["path"])
@@ -333,25 +402,30 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr  # the config may change lr between attempts
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
             epoch_sampler_state = state["sampler_state"]
             loop = LoopState(**state["loop"])
+            self._restore_rng(state["rng"], device, loop.global_step)
             loop.resumes += 1
             say(
                 f"resumed from {Path(info['path']).name}: epoch {loop.epoch + 1}, step {loop.step_in_epoch}/"
                 f"{steps_per_epoch}, global step {loop.global_step}"
             )
-        runfiles.truncate_metrics(self.run_dir, loop.epoch)
-        recorded = runfiles.read_metrics(self.run_dir)
-        if loop.last_metrics is not None and (not recorded or recorded[-1].get("epoch", 0) < loop.last_metrics["epoch"]):
-            # The line was lost with the page cache in a crash; the checkpoint kept a copy.
-            runfiles.append_metrics(self.run_dir, loop.last_metrics)
+        if primary:
+            runfiles.truncate_metrics(self.run_dir, loop.epoch)
+            recorded = runfiles.read_metrics(self.run_dir)
+            if loop.last_metrics is not None and (not recorded or recorded[-1].get("epoch", 0) < loop.last_metrics["epoch"]):
+                # The line was lost with the page cache in a crash; the checkpoint kept a copy.
+                runfiles.append_metrics(self.run_dir, loop.last_metrics)
+        ranks = f", rank {world.rank} of {world.size}" if world.size > 1 else ""
         say(
-            f"training on {device} ({threads} threads): {len(train_set)} train / {len(val_set)} validation samples, "
+            f"training on {device} ({threads} threads{ranks}): {len(train_set)} train / {len(val_set)} validation samples, "
             f"{steps_per_epoch} steps per epoch, epochs {loop.epoch + 1}-{cfg.epochs}"
         )
+        # DDP averages the gradients over the ranks after every backward; the plain model
+        # stays for validation, checkpoints and the fingerprint.
+        net = model
+        if world.size > 1:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
         loop_started = time.perf_counter()
         train_seconds_before = loop.train_seconds
@@ -359,27 +433,44 @@ class Trainer:
         last_saved_step = loop.global_step if loaded is not None else None
         last_saved_path = loaded[1]["path"] if loaded is not None else None
         last_save_time = loop_started
-        epoch_loss_sum = torch.tensor(loop.epoch_loss_sum, dtype=torch.float64, device=device)
+        # With several ranks, each sums its share of the batch losses; the checkpoint holds
+        # the total, which rank 0 carries on from.
+        epoch_loss_sum = torch.tensor(loop.epoch_loss_sum if primary else 0.0, dtype=torch.float64, device=device)
         writer = self._writer = checkpoint.CheckpointWriter(self.run_dir, cfg.checkpoint.keep)
         write_seconds_before = loop.checkpoint_write_seconds
 
         def save(reason: str, sampler_state: torch.Tensor | None, then: Callable[[dict], None] | None = None) -> None:
-            """Checkpoint the loop as it stands (the write itself goes on in the background)."""
+            """Checkpoint the loop as it stands (the write itself goes on in the background).
+
+            All ranks call it at the same step: it gathers their RNG states and losses, and
+            rank 0 writes.
+            """
             nonlocal last_saved_step, last_saved_path, last_save_time
             held_up = time.perf_counter()
+            rng = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            }
+            if world.size > 1:  # each rank draws its own dropout masks
+                rng["torch_ranks"] = comm.gather_states(rng["torch"])
+                if rng["cuda"] is not None:
+                    rng["cuda_ranks"] = comm.gather_states(rng["cuda"])
+            epoch_loss = comm.total(float(epoch_loss_sum))
+            if not primary:
+                last_saved_path = str(ckpt_dir / runfiles.checkpoint_name(loop.global_step))
+                last_saved_step = loop.global_step
+                last_save_time = time.perf_counter()
+                return
             writer.wait()  # so that the counters below include the previous write
             now = time.perf_counter()
             loop.checkpoint_write_seconds = write_seconds_before + writer.write_seconds
-            loop.epoch_loss_sum = float(epoch_loss_sum)
+            loop.epoch_loss_sum = epoch_loss
             loop.train_seconds = train_seconds_before + (now - loop_started)
             loop.wall_seconds = wall_seconds_before + (now - run_started)
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
+                "rng": rng,
                 "sampler_state": sampler_state,
                 "loop": dataclasses.asdict(loop),
                 "identity": identity,
@@ -414,7 +505,18 @@ class Trainer:
                     self.request_stop("stop_at_step test hook")
                 if self.deadline is not None and time.time() + self.deadline_margin() >= self.deadline:
                     self.request_stop("deadline")
-                if self._stop_reason is not None:
+                every = cfg.checkpoint
+                # A signal reaches the ranks at slightly different times, and their clocks
+                # differ: they decide together, so that all stop, or checkpoint for the
+                # time, at the same step (with several ranks, one step after the request).
+                stop_reason, minutes_due = comm.agree(
+                    self._stop_reason, bool(every.every_minutes and now - last_save_time >= every.every_minutes * 60)
+                )
+                save_due = last_saved_step != loop.global_step and (
+                    bool(every.every_steps and loop.global_step % every.every_steps == 0) or minutes_due
+                )
+                if stop_reason is not None:
+                    self._stop_reason = stop_reason
                     loop.epoch_seconds = now - epoch_started
                     if self._stop_reason == "deadline" and loop.global_step == start_step:
                         print(
@@ -431,44 +533,53 @@ class Trainer:
                         f"global step {loop.global_step}: checkpoint {Path(last_saved_path).name}; run again to resume"
                     )
                     progress.write_file(epoch, step, loop.global_step)
+                    comm.barrier()  # no rank reports "stopped" before the checkpoint is complete
                     return RunResult("stopped", reason=self._stop_reason, checkpoint=last_saved_path)
-                every = cfg.checkpoint
-                if last_saved_step != loop.global_step and (
-                    (every.every_steps and loop.global_step % every.every_steps == 0)
-                    or (every.every_minutes and now - last_save_time >= every.every_minutes * 60)
-                ):
+                if save_due:
                     loop.epoch_seconds = now - epoch_started
                     save("periodic", sampler_state)
 
-                batch = sampler.batch(indices, step)
-                logits = model(images[batch], vectors[batch])
-                loss = loss_fn(logits, labels[batch])
+                batch = sampler.batch(indices, step, world.rank, world.size)
+                batch_samples = min(cfg.batch_size, sampler.num_samples - step * cfg.batch_size)
+                logits = net(images[batch], vectors[batch])
+                if world.size == 1:
+                    loss = scaled = loss_fn(logits, labels[batch])
+                else:
+                    # This rank's share of the batch's mean loss. DDP averages the gradients
+                    # over the ranks, so scaled by their number they add up to the gradient
+                    # of the whole batch's mean loss, even where the shares differ in size.
+                    loss = F.cross_entropy(logits, labels[batch], reduction="sum") / batch_samples
+                    scaled = loss * world.size
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaled.backward()
                 optimizer.step()
 
                 loop.step_in_epoch = step + 1
                 loop.global_step += 1
-                loop.samples += len(batch)
+                loop.samples += batch_samples
                 epoch_loss_sum += loss.detach()
-                progress.step(
-                    epoch, step + 1, loop.global_step, len(batch), lambda: float(epoch_loss_sum) / (loop.step_in_epoch or 1)
+                progress.step(  # with several ranks, rank 0's share scaled up: an estimate
+                    epoch, step + 1, loop.global_step, batch_samples,
+                    lambda: float(epoch_loss_sum) * world.size / (loop.step_in_epoch or 1),
                 )
 
             # --- end of epoch: validate, record, checkpoint ------------------------------
+            # Every rank validates the same weights: the metrics, and so the loop state,
+            # stay the same on all, and none waits for rank 0 in a collective meanwhile.
             validation_started = time.perf_counter()
             metrics = evaluate(model, val_images, val_vectors, val_labels)
             loop.validation_seconds += time.perf_counter() - validation_started
             record = {
                 "epoch": epoch + 1,
                 "global_step": loop.global_step,
-                "train_loss": float(epoch_loss_sum) / steps_per_epoch,
+                "train_loss": comm.total(float(epoch_loss_sum)) / steps_per_epoch,
                 **metrics,
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": time.perf_counter() - epoch_started,
                 "time": time.time(),
             }
-            runfiles.append_metrics(self.run_dir, record)
+            if primary:
+                runfiles.append_metrics(self.run_dir, record)
             auc = metrics["val_auc"]
             say(
                 f"epoch {epoch + 1}/{cfg.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
@@ -485,8 +596,9 @@ class Trainer:
             progress.write_file(epoch + 1, 0, loop.global_step)
 
         # --- done: final checkpoint and summary ------------------------------------------
+        comm.settle()
         writer.wait()
-        if last_saved_path is not None:
+        if last_saved_path is not None and primary:
             runfiles.link_atomic(last_saved_path, ckpt_dir / "final.pt")
         now = time.perf_counter()
         train_seconds = train_seconds_before + (now - loop_started)
@@ -507,6 +619,7 @@ class Trainer:
             "checkpoint_seconds": loop.checkpoint_seconds,
             "checkpoint_write_seconds": write_seconds_before + writer.write_seconds,
             "resumes": loop.resumes,
+            "world_size": world.size,
             "weights_sha256": weights_sha256(model),
             "weights_sha256_order": "state_dict entries sorted by name: name NUL dtype shape NUL raw little-endian bytes",
             "device": str(device),
@@ -516,6 +629,10 @@ class Trainer:
             "final_checkpoint": str(Path(runfiles.CHECKPOINT_DIR) / "final.pt"),
             "time": time.time(),
         }
-        runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
+        if world.size > 1:
+            # Each rank's own fingerprint, to show that DDP kept the ranks' weights equal.
+            runfiles.write_rank_sha256(self.run_dir, world.rank, summary["weights_sha256"])
+        if primary:
+            runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
         say(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc {final.get('val_auc')}, weights {summary['weights_sha256'][:16]}")
         return RunResult("completed", summary=summary, checkpoint=str(ckpt_dir / "final.pt"))
