@@ -57,7 +57,7 @@ def test_torque_cancel(tmp_path: Path) -> None:
 def test_walltime_continues_in_follow_up_jobs(tmp_path: Path) -> None:
     # 1 minute of walltime and no early signal: the trainer stops before its deadline and
     # the job submits its own continuation (qsub -W depend=afterany:<this job>).
-    sets = ["train.epochs=24", "train.data.samples=20000", "resources.time=1", "scheduler.max_requeues=8"]
+    sets = ["train.epochs=24", "train.data.samples=20000", "resources.time=1", "scheduler.max_requeues=12"]
     args = [a for s in sets for a in ("--set", s)]
     proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), *TORQUE, *args, "--wait", cwd=tmp_path, timeout=600)
     run = last_run(tmp_path)

@@ -28,7 +28,7 @@ def test_local_run_completes(workdir: Path) -> None:
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     # A 1-minute walltime: the local executor warns (USR2) 30 s in, the trainer checkpoints,
     # the job exits for requeue and submitit's controller starts it again.
-    sets = ["train.epochs=20", "train.data.samples=20000", "resources.time=1", "scheduler.max_requeues=6"]
+    sets = ["train.epochs=20", "train.data.samples=20000", "resources.time=1", "scheduler.max_requeues=12"]
     args = [a for s in sets for a in ("--set", s)]
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *args, "--wait", cwd=workdir, timeout=600)
     run = last_run(workdir)
