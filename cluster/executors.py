@@ -132,7 +132,8 @@ def local_executor(folder: str | Path, spec: JobSpec) -> LocalExecutor:
     """The local executor with the spec's walltime as its timeout (it then sends USR2)."""
     executor = LocalExecutor(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
     minutes = (spec.resources.time_seconds or 24 * 3600) / 60
-    signal_delay = min(spec.scheduler.signal_seconds, int(minutes * 60 * 0.5))
+    # Warn signal_seconds before the timeout, leaving the job at least 10 s to run.
+    signal_delay = min(spec.scheduler.signal_seconds, max(1, int(minutes * 60) - 10))
     executor.update_parameters(timeout_min=minutes, signal_delay_s=signal_delay,
                                tasks_per_node=spec.resources.tasks_per_node, gpus_per_node=0)
     return executor

@@ -26,9 +26,11 @@ def test_local_run_completes(workdir: Path) -> None:
 
 
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
-    # A 1-minute walltime: the local executor warns (USR2) 30 s in, the trainer checkpoints,
-    # the job exits for requeue and submitit's controller starts it again.
-    sets = ["train.epochs=20", "train.data.samples=20000", "resources.time=1", "scheduler.max_requeues=12"]
+    # A 1-minute walltime with the warning 45 s before it: the local executor sends USR2 15 s
+    # into each attempt, the trainer checkpoints, the job exits for requeue and submitit's
+    # controller starts it again. ~30 s of training on an idle machine: at least one requeue.
+    sets = ["train.epochs=40", "train.data.samples=20000", "resources.time=1", "scheduler.signal_seconds=45",
+            "scheduler.max_requeues=12"]
     args = [a for s in sets for a in ("--set", s)]
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *args, "--wait", cwd=workdir, timeout=600)
     run = last_run(workdir)
@@ -36,7 +38,7 @@ def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr + json.dumps(record)
     assert record["requeues"] >= 1 and len(record["attempts"]) == record["requeues"] + 1
     epochs = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 21)), "an epoch was lost or repeated"
+    assert epochs == list(range(1, 41)), "an epoch was lost or repeated"
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets[:2])
 

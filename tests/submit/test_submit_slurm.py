@@ -67,8 +67,8 @@ def test_scontrol_requeue_mid_training_resumes_exactly(workdir: Path) -> None:
 
 
 def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path) -> None:
-    # 1 minute of walltime, Slurm warns 40 s before; the trainer's deadline is the backstop.
-    sets = ["train.epochs=60", "train.data.samples=20000", "resources.time=1", "scheduler.signal_seconds=40",
+    # 1 minute of walltime, Slurm warns 45 s before; the trainer's deadline is the backstop.
+    sets = ["train.epochs=60", "train.data.samples=20000", "resources.time=1", "scheduler.signal_seconds=45",
             "scheduler.max_requeues=12"]
     args = [a for s in sets for a in ("--set", s)]
     proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm", *args, cwd=workdir)
