@@ -134,7 +134,8 @@ def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None
             record["requeues"] = record.get("requeues", 0) + 1
         attempts.append({"job_id": str(job_id), "started": now_iso(), "host": host,
                          "resumed_from_step": resume.get("global_step") if resume else None})
-        record["state"] = "running"
+        if not (jobs and jobs[-1].get("cancelled")):  # `cluster cancel` got there first
+            record["state"] = "running"
         record.pop("stop_reason", None)
 
     record = run.update(change)

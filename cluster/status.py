@@ -227,7 +227,8 @@ def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
     own = record.get("state", "unknown")
     if own == "completed" or (run.path / "summary.json").exists():
         return "completed"
-    if own == "cancelled":
+    jobs = record.get("jobs") or []
+    if own == "cancelled" or (jobs and jobs[-1].get("cancelled")):
         return "cancelled"
     if job is None or job.state == "unknown":
         # The scheduler has forgotten the job (or never answered): the run's files tell.

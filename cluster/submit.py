@@ -150,7 +150,12 @@ def cancel(run: Run) -> str | None:
             os.kill(int(row.job_id), signal.SIGTERM)  # the controller forwards it to the task
         except (ProcessLookupError, ValueError):
             pass
-    run.set_state("cancelled", ended=now_iso())
+    def cancelled(record: dict[str, Any]) -> None:
+        # Marked on the job itself: an attempt starting at this moment must not undo it.
+        record["jobs"][-1]["cancelled"] = now_iso()
+        record.update(state="cancelled", ended=now_iso())
+
+    run.update(cancelled)
     return row.job_id
 
 
