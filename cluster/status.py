@@ -241,9 +241,7 @@ def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
         return "requeued"
     if job.state == "completed" and own != "completed":
         # The job step exited 0 without finishing the training (stopped on a signal).
-        return "failed" if own not in ("requeued",) else "requeued"
-    if job.state in ("failed",) and own == "failed":
-        return "failed"
+        return "requeued" if own == "requeued" else "failed"
     return job.state
 
 
