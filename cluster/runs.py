@@ -41,6 +41,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
     A temporary file in the same directory (created with the umask's mode, like a shell
     redirection would), fsync, rename over ``path``, fsync the directory.
+
+    Not ``train.runfiles.write_bytes_atomic``: the trainer deletes that one's stray
+    ``.tmp-*`` temporaries in the run directory when it starts, which could remove a
+    temporary of a ``run.json`` that the login node is writing at that moment.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

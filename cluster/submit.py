@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
@@ -59,17 +59,23 @@ def _scheduler_message(err: Exception) -> str:
     return lines[-1] if lines else text
 
 
-def submit_quietly(executor: submitit.Executor, job: Any) -> submitit.Job:
-    """``executor.submit(job)``, without submitit echoing the scheduler's stderr on a refusal.
+@contextlib.contextmanager
+def scheduler_refusals(what: str = "job") -> Iterator[None]:
+    """Submit inside this: a refusal becomes one ClusterError with the scheduler's own words.
 
-    The refusal's text travels in the exception; the CLI shows it as one line.
+    submitit also echoes the scheduler's stderr before raising; that is kept out, since the
+    text travels in the exception and the CLI shows it as one line.
     """
-    with contextlib.redirect_stderr(io.StringIO()):
-        return executor.submit(job)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    except SUBMIT_ERRORS as err:
+        raise ClusterError(f"the scheduler refused the {what}: {_scheduler_message(err)}") from None
 
 
-def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None) -> Run:
-    """Create the run directory with the resolved spec and a fresh run.json."""
+def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
+                extra: dict[str, Any] | None = None) -> Run:
+    """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys)."""
     run = Run(run_dir or new_run_dir(spec.output.runs_dir, spec.name))
     write_atomic(run.spec_path, spec.to_yaml())
     (run.path / "checkpoints").mkdir(exist_ok=True)
@@ -82,6 +88,7 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None) -> Run:
             "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
             "epochs": spec.train.epochs, "spec": "spec.yaml",
         })
+        record.update(extra or {})
 
     run.update(init)
     return run
@@ -98,10 +105,8 @@ def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     kind = resolve_executor(spec, executor)
     run = prepare_run(spec, kind)
     try:
-        job = submit_quietly(make_executor(kind, spec, run.path), TrainJob(str(run.path)))
-    except SUBMIT_ERRORS as err:
-        shutil.rmtree(run.path, ignore_errors=True)
-        raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
+        with scheduler_refusals():
+            job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
     except BaseException:
         shutil.rmtree(run.path, ignore_errors=True)
         raise
@@ -124,10 +129,8 @@ def resume(run: Run) -> str:
     record = run.read()
     spec = load_spec(run.spec_path)
     kind = record.get("scheduler", "local")
-    try:
-        job = submit_quietly(make_executor(kind, spec, run.path), TrainJob(str(run.path)))
-    except SUBMIT_ERRORS as err:
-        raise ClusterError(f"the scheduler refused the job: {_scheduler_message(err)}") from None
+    with scheduler_refusals():
+        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
     _copy_script(job, run)
     run.add_job(job.job_id, "resume")
     return job.job_id

@@ -11,22 +11,21 @@ A task that times out requeues alone (``scontrol requeue <array>_<task>``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import itertools
 import json
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
 
-from cluster.errors import ClusterError, SpecError
+from cluster.errors import SpecError
 from cluster.job import TrainJob
 from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec, apply_overrides, parse_yaml
-from cluster.submit import SUBMIT_ERRORS, _scheduler_message, submit_quietly, make_executor, prepare_run, resolve_executor
+from cluster.submit import make_executor, prepare_run, resolve_executor, scheduler_refusals
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
@@ -111,30 +110,20 @@ def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
         index, point = task
         task_dir = sweep_dir / _task_name(index, point)
         task_dir.mkdir()
-        run = prepare_run(apply_overrides(spec, point), kind, task_dir)
-        run.update(lambda r: r.update(
-            sweep={"dir": str(sweep_dir), "index": index, "point": point}, logs_dir=str(sweep_dir / "logs")))
-        return run
+        return prepare_run(apply_overrides(spec, point), kind, task_dir, extra={
+            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": str(sweep_dir / "logs")})
 
     try:
         runs = _for_each_task(prepare_task, enumerate(points))
         executor = make_executor(kind, spec, sweep_dir, **({"array_parallelism": ARRAY_PARALLELISM}
                                                             if kind == "slurm" else {}))
-        if kind == "local":
-            job = submit_quietly(executor, LocalSweepJob([str(r.path) for r in runs]))
-            jobs = [job] * len(runs)
-        else:
-            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
-                pending = [executor.submit(TrainJob(str(r.path))) for r in runs]
-            jobs = pending
-    except SUBMIT_ERRORS as err:
-        import shutil
-
-        shutil.rmtree(sweep_dir, ignore_errors=True)
-        raise ClusterError(f"the scheduler refused the sweep: {_scheduler_message(err)}") from None
+        with scheduler_refusals("sweep"):
+            if kind == "local":
+                jobs = [executor.submit(LocalSweepJob([str(r.path) for r in runs]))] * len(runs)
+            else:
+                with executor.batch():
+                    jobs = [executor.submit(TrainJob(str(r.path))) for r in runs]
     except BaseException:
-        import shutil
-
         shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
     _for_each_task(lambda task: task[0].add_job(task[1].job_id, "submit"), zip(runs, jobs))
