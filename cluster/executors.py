@@ -78,8 +78,14 @@ class LocalExecutor(submitit.LocalExecutor):
 
     submitit starts the controller with our stdin/stdout/stderr and in our session: a
     ``cluster submit | tee`` would then wait for the whole training, and a Ctrl-C on the
-    terminal would kill the job. Ours writes to the run's logs and has its own session.
+    terminal would kill the job. Ours writes to the run's logs and has its own session, and is
+    :mod:`cluster.local_controller`, which restarts the tasks up to the run's requeue budget
+    (submitit's stops after six attempts).
     """
+
+    def __init__(self, folder: str | Path, run_dir: str | Path, max_requeues: int, python: str) -> None:
+        super().__init__(folder=folder, max_num_timeout=max_requeues, python=python)
+        self.run_dir = str(run_dir)
 
     def _submit_command(self, command: str) -> LocalJob:
         folder = Path(self.folder)
@@ -95,9 +101,11 @@ class LocalExecutor(submitit.LocalExecutor):
             SUBMITIT_STDERR_TO_STDOUT="",
             SUBMITIT_EXECUTOR="local",
             SUBMITIT_LOCAL_WITH_SHELL="",
+            CLUSTER_RUN_DIR=self.run_dir,
+            CLUSTER_LOCAL_MAX_ATTEMPTS=str(self.max_num_timeout + 1),
         )
         with open(folder / "controller.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "submitit.local._local", str(folder)], env=env,
+            process = subprocess.Popen([sys.executable, "-m", "cluster.local_controller", str(folder)], env=env,
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         tasks = list(range(self.parameters.get("tasks_per_node", 1)))
         return LocalJob(folder=folder, job_id=str(process.pid), process=process, tasks=tasks)
@@ -128,9 +136,9 @@ def submit_array(array_ex: submitit.Executor, delayed_submissions: list[utils.De
     return jobs
 
 
-def local_executor(folder: str | Path, spec: JobSpec) -> LocalExecutor:
+def local_executor(folder: str | Path, spec: JobSpec, run_dir: str | Path) -> LocalExecutor:
     """The local executor with the spec's walltime as its timeout (it then sends USR2)."""
-    executor = LocalExecutor(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
+    executor = LocalExecutor(folder, run_dir, spec.scheduler.max_requeues, python_for(spec))
     minutes = (spec.resources.time_seconds or 24 * 3600) / 60
     # Warn signal_seconds before the timeout, leaving the job at least 10 s to run.
     signal_delay = min(spec.scheduler.signal_seconds, max(1, int(minutes * 60) - 10))

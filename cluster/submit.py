@@ -45,7 +45,7 @@ def make_executor(kind: str, spec: JobSpec, run_dir: Path, **kwargs: Any) -> sub
         return PBSExecutor(folder, spec=spec, run_dir=run_dir, **kwargs)
     from cluster.executors import local_executor
 
-    return local_executor(folder, spec)
+    return local_executor(folder, spec, run_dir)
 
 
 def _scheduler_message(err: Exception) -> str:

@@ -8,9 +8,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 from submit_support import REPO, cluster_cmd, last_run, reference_sha, wait_until
 
 from cluster.runs import Run
+from train.runfiles import resume_point
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
 
@@ -25,22 +27,102 @@ def test_local_run_completes(workdir: Path) -> None:
     assert [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def _sets_args(sets: list[str]) -> list[str]:
+    return [a for s in sets for a in ("--set", s)]
+
+
+# A 1-minute walltime with the warning 48 s before it: the local executor sends USR2 12 s into
+# each attempt; the trainer checkpoints and exits for requeue; the controller starts it again.
+TIMEOUT_SETS = ["resources.time=1", "scheduler.signal_seconds=48"]
+SAMPLES = 20000  # 500 steps per epoch
+
+
+def _steps_per_attempt(workdir: Path) -> int:
+    """Measured here and now: how many steps one 12-second local attempt trains."""
+    sets = ["train.epochs=1000", f"train.data.samples={SAMPLES}", *TIMEOUT_SETS, "scheduler.max_requeues=0"]
+    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), "--wait",
+                       cwd=workdir / "calibrate", timeout=300)
+    assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    point = resume_point(last_run(workdir / "calibrate").path)
+    assert point and point["global_step"] > 0, "the calibration attempt trained nothing before its timeout"
+    return point["global_step"]
+
+
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
-    # A 1-minute walltime with the warning 45 s before it: the local executor sends USR2 15 s
-    # into each attempt, the trainer checkpoints, the job exits for requeue and submitit's
-    # controller starts it again. ~30 s of training on an idle machine: at least one requeue.
-    sets = ["train.epochs=40", "train.data.samples=20000", "resources.time=1", "scheduler.signal_seconds=45",
-            "scheduler.max_requeues=12"]
-    args = [a for s in sets for a in ("--set", s)]
-    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *args, "--wait", cwd=workdir, timeout=600)
+    # The work is ten times what one attempt trains on this machine now: about ten attempts,
+    # more than submitit's own controller would ever start (six).
+    (workdir / "calibrate").mkdir()
+    steps = _steps_per_attempt(workdir)
+    epochs = -(-10 * steps // 500)
+    sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *TIMEOUT_SETS, "scheduler.max_requeues=40"]
+    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), "--wait", cwd=workdir,
+                       timeout=1800)
     run = last_run(workdir)
     record = run.read()
     assert proc.returncode == 0, proc.stdout + proc.stderr + json.dumps(record)
-    assert record["requeues"] >= 1 and len(record["attempts"]) == record["requeues"] + 1
-    epochs = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 41)), "an epoch was lost or repeated"
+    assert len(record["attempts"]) == record["requeues"] + 1
+    assert len(record["attempts"]) > 6, f"{steps} steps per attempt, {epochs} epochs: {len(record['attempts'])} attempts"
+    epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs_seen == list(range(1, epochs + 1)), "an epoch was lost or repeated"
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets[:2])
+
+
+# Deterministic stops: USR2 to the task as soon as each attempt has finished an epoch, whatever
+# the machine's speed. 8 stops need 9 attempts.
+STOP_SETS = ["train.epochs=24", "train.data.samples=8000"]
+STOPS = 8
+
+
+def _stop_every_attempt(run: Run, stops: int) -> None:
+    """Send USR2 to the task of attempts 1..stops, each once it has written an epoch line of its own."""
+    metrics = run.path / "metrics.jsonl"
+
+    def lines() -> int:
+        return metrics.read_text().count("\n") if metrics.exists() else 0
+
+    def ended() -> bool:
+        return run.read().get("state") in ("failed", "completed")
+
+    for attempt in range(1, stops + 1):
+        # The attempt is recorded once its trainer runs (the previous one has exited by then).
+        wait_until(lambda: len(run.read().get("attempts", [])) >= attempt or ended(), 300, f"attempt {attempt}")
+        if ended():
+            return
+        before = lines()
+        wait_until(lambda: (lines() > before and _task_pids(run)) or ended(), 300,
+                   f"attempt {attempt} to finish an epoch", poll=0.05)
+        if ended():
+            return
+        for pid in _task_pids(run):
+            os.kill(pid, signal.SIGUSR2)
+
+
+@pytest.mark.parametrize("max_requeues", [STOPS, 2])
+def test_local_requeues_honour_max_requeues(workdir: Path, max_requeues: int) -> None:
+    sets = [*STOP_SETS, f"scheduler.max_requeues={max_requeues}"]
+    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    run = last_run(workdir)
+    _stop_every_attempt(run, STOPS)
+    wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
+               in ("completed", "failed"), 300, "the run to end")
+    row = json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]
+    record = run.read()
+    if max_requeues >= STOPS:
+        assert row["state"] == "completed", json.dumps(record)
+        assert len(record["attempts"]) == STOPS + 1 and record["requeues"] == STOPS
+        summary = json.loads((run.path / "summary.json").read_text())
+        assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", STOP_SETS)
+        epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+        assert epochs_seen == list(range(1, 25))
+    else:
+        assert row["state"] == "failed", json.dumps(record)
+        assert len(record["attempts"]) == max_requeues + 1
+        message = f"out of requeues ({max_requeues}); continue with: cluster resume {run.path}"
+        assert record["error"] == message
+        assert row["diagnosis"] and "out of requeues" in row["diagnosis"], row
+        assert not _task_pids(run) and not (run.path / "summary.json").exists()
 
 
 def _task_pids(run: Run) -> list[int]:
@@ -75,3 +157,22 @@ def test_two_runs_submitted_at_once_never_share_a_directory(workdir: Path) -> No
     with ThreadPoolExecutor(8) as pool:
         dirs = list(pool.map(lambda _: new_run_dir(workdir / "runs", "same"), range(64)))
     assert len(set(dirs)) == 64
+
+
+def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -> None:
+    sets = ["train.epochs=16", "train.data.samples=20000"]
+    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    run = last_run(workdir)
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 120, "the first epoch")
+    os.kill(int(run.current_job_id(run.read())), signal.SIGKILL)
+    # The task gets SIGTERM from the kernel (PR_SET_PDEATHSIG): it checkpoints and exits.
+    wait_until(lambda: not _task_pids(run), 60, "the orphaned trainer to exit")
+    wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
+               == "failed", 60, "the run to show as failed")
+    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs_seen == list(range(1, 17)), "an epoch was lost or written twice"
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets)
