@@ -29,8 +29,8 @@ EXAMPLES = {
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write all of ``text`` or nothing (see :func:`cluster.runs.write_atomic`)."""
-    from cluster.runs import write_atomic
+    """Write all of ``text`` or nothing (see :func:`train.contract.write_atomic`)."""
+    from train.contract import write_atomic
 
     if path.is_dir():
         raise ClusterError(f"cannot write {path}: is a directory (give a file name)")

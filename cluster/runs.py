@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cluster.errors import ClusterError
+from train.contract import write_atomic
 
 TERMINAL_STATES = ("completed", "failed", "timeout", "cancelled", "out-of-memory", "node-fail")
 ALL_STATES = ("pending", "running", "requeued") + TERMINAL_STATES + ("unknown",)
@@ -34,35 +35,6 @@ ALL_STATES = ("pending", "running", "requeued") + TERMINAL_STATES + ("unknown",)
 
 def now_iso() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """All of ``data`` or nothing, even if the machine dies mid-write.
-
-    A temporary file in the same directory (created with the umask's mode, like a shell
-    redirection would), fsync, rename over ``path``, fsync the directory.
-
-    Not ``train.runfiles.write_bytes_atomic``: the trainer deletes that one's stray
-    ``.tmp-*`` temporaries in the run directory when it starts, which could remove a
-    temporary of a ``run.json`` that the login node is writing at that moment.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class Run:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from cluster.errors import SpecError
-from train.config import TrainConfig
+from train.contract import NOT_POSITIVE, parse_walltime
+from train.contract.config import TrainConfig
 
 SCHEDULER_KINDS = ("auto", "slurm", "pbs", "local")
 PBS_FLAVORS = ("pbspro", "torque")
@@ -74,39 +75,7 @@ def parse_yaml(text: str) -> Any:
 # ---------------------------------------------------------------- units
 
 
-_NOT_POSITIVE = "must be more than zero"
-
-
-def parse_walltime(value: Any) -> int:
-    """Return seconds for ``HH:MM:SS``, ``D-HH:MM:SS``, ``H:MM:SS`` or a number of minutes.
-
-    Raises ValueError: with the message ``must be more than zero`` for a zero or
-    negative time, with no message for anything it cannot parse.
-    """
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(_NOT_POSITIVE)
-        return value * 60
-    if not isinstance(value, str):
-        raise ValueError
-    text = value.strip()
-    if re.fullmatch(r"\d+", text):
-        minutes = int(text)
-        if minutes <= 0:
-            raise ValueError(_NOT_POSITIVE)
-        return minutes * 60
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d):(\d\d)", text)
-    if not match:
-        raise ValueError
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    if minutes >= 60 or seconds >= 60:
-        raise ValueError
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total <= 0:
-        raise ValueError(_NOT_POSITIVE)
-    return total
+_NOT_POSITIVE = NOT_POSITIVE
 
 
 def format_walltime(seconds: int) -> str:

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.errors import SpecError
+from train.contract import DEADLINE_ENV, EXIT_REQUEUE, SpecError, parse_walltime
 
 if TYPE_CHECKING:
-    from train.config import TrainConfig
+    from train.contract.config import TrainConfig
 
 SCHEDULER_JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID")
 
@@ -29,21 +29,12 @@ SCHEDULER_JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID")
 def load_config(path: str) -> tuple[TrainConfig, float | None]:
     """The spec's train section, and its walltime in seconds if it has one.
 
-    Uses the toolkit's spec loader (extends, overrides, resources) when it exists; until
-    then, reads the `train:` section of the YAML file directly.
+    Reads a resolved spec (what ``cluster check SPEC`` prints, or a run's ``spec.yaml``):
+    ``extends`` and ``--set`` are the ``cluster`` command's business, not the trainer's.
     """
-    try:
-        from cluster.spec import load_spec
-    except ImportError:
-        load_spec = None
-    if load_spec is not None:
-        spec = load_spec(path)
-        resources = getattr(spec, "resources", None)
-        return spec.train, getattr(resources, "time_seconds", None)
-
     import yaml
 
-    from train.config import TrainConfig
+    from train.contract.config import TrainConfig
 
     try:
         with open(path) as f:
@@ -56,7 +47,17 @@ def load_config(path: str) -> tuple[TrainConfig, float | None]:
         doc = {}
     if not isinstance(doc, dict):
         raise SpecError("", "a job spec must be a mapping of keys to values")
-    return TrainConfig.from_dict(doc.get("train")), None
+    if doc.get("extends"):
+        raise SpecError("extends", "python -m train reads a resolved spec: run `cluster check SPEC > resolved.yaml` "
+                                   "and pass that")
+    resources = doc.get("resources") or {}
+    walltime = None
+    if isinstance(resources, dict) and resources.get("time") is not None:
+        try:
+            walltime = parse_walltime(resources["time"])
+        except ValueError as err:
+            raise SpecError("resources.time", str(err) or "must be HH:MM:SS, D-HH:MM:SS, or minutes") from None
+    return TrainConfig.from_dict(doc.get("train")), walltime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported only now: torch takes seconds to import, and a spec error should not wait.
     from train.checkpoint import IncompatibleCheckpoint
     from train.data import DataError
-    from train.trainer import DEADLINE_ENV, EXIT_REQUEUE, Trainer
+    from train.trainer import Trainer
 
     deadline = None
     if not os.environ.get(DEADLINE_ENV) and walltime and any(v in os.environ for v in SCHEDULER_JOB_VARIABLES):

@@ -66,7 +66,7 @@ def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason:
     directory = Path(run_dir) / runfiles.CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     name = runfiles.checkpoint_name(position["global_step"])
-    runfiles.write_bytes_atomic(directory / name, data)
+    runfiles.write_atomic(directory / name, data)
     sidecar = {
         "format": FORMAT,
         **position,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.config import MIN_IMAGE_SIDE, DataConfig, SamplerConfig
+from train.contract.config import MIN_IMAGE_SIDE, DataConfig, SamplerConfig
 
 
 class DataError(Exception):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import conv_features
+from train.contract.config import conv_features
 
 
 class Dropout(nn.Dropout):

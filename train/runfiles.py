@@ -25,60 +25,19 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import secrets
 import zlib
 from pathlib import Path
-from typing import Any
 
-CHECKPOINT_DIR = "checkpoints"
-RANKS_DIR = "ranks"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-PROGRESS_FILE = "progress.json"
-TMP_PREFIX = ".tmp-"
+from train.contract import (CHECKPOINT_DIR, METRICS_FILE, PROGRESS_FILE, RANKS_DIR, SUMMARY_FILE, TMP_PREFIX,
+                            fsync_dir, remove_stray_temporaries, write_atomic, write_json_atomic)
+
+__all__ = ["CHECKPOINT_DIR", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR", "SUMMARY_FILE", "remove_stray_temporaries",
+           "write_atomic", "write_json_atomic"]
 
 
 def checkpoint_name(global_step: int) -> str:
     return f"ckpt-{global_step:09d}.pt"
-
-
-def fsync_dir(path: str | Path) -> None:
-    """Make a rename in `path` durable (the rename is recorded in the directory itself)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
-    """Write a temporary file beside `path`, fsync it, rename it over `path`, fsync the dir.
-
-    Readers see the old file or the new one, never a partial one. `durable=False` skips the
-    fsyncs for files that are cheap to lose (progress.json).
-    """
-    path = Path(path)
-    # One temporary name per target, process and thread: writers never share one. Mode
-    # 0666 minus the umask, as a plain open() gives, so group members of a shared project
-    # can read the runs.
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | Path, obj: Any, *, durable: bool = True) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), durable=durable)
 
 
 def link_atomic(src: str | Path, dst: str | Path) -> None:
@@ -89,20 +48,13 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
     not affect them.
     """
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{secrets.token_hex(6)}")
     try:
-        tmp.unlink(missing_ok=True)
         os.link(src, tmp)
     except OSError:
-        write_bytes_atomic(tmp, src.read_bytes())
+        write_atomic(tmp, src.read_bytes())
     os.replace(tmp, dst)
     fsync_dir(dst.parent)
-
-
-def remove_stray_temporaries(directory: str | Path) -> None:
-    """Delete temporary files left by a writer that was killed mid-write."""
-    for p in Path(directory).glob(TMP_PREFIX + "*"):
-        p.unlink(missing_ok=True)
 
 
 def file_crc32(path: str | Path) -> int:
@@ -171,7 +123,7 @@ def write_rank_sha256(run_dir: str | Path, rank: int, sha256: str) -> Path:
     directory = Path(run_dir) / RANKS_DIR
     directory.mkdir(exist_ok=True)
     path = directory / f"rank-{rank}.sha256"
-    write_bytes_atomic(path, (sha256 + "\n").encode())
+    write_atomic(path, sha256 + "\n")
     return path
 
 
@@ -204,7 +156,7 @@ def truncate_metrics(run_dir: str | Path, completed_epochs: int) -> None:
     kept = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= completed_epochs]
     text = "".join(json.dumps(r) + "\n" for r in kept)
     if path.read_text() != text:  # also drops a torn last line
-        write_bytes_atomic(path, text.encode())
+        write_atomic(path, text)
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:

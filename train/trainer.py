@@ -39,22 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cluster.errors import SpecError
 from train import checkpoint, runfiles
-from train.config import TrainConfig
+from train.contract import DEADLINE_ENV, EXIT_REQUEUE, SpecError
+from train.contract.config import TrainConfig
 from train.distributed import Comm, World, process_group, rank_seed
 from train.data import Arrays, EpochSampler, class_weights, load_data, stratified_split
 from train.metrics import balanced_accuracy, roc_auc
 from train.model import TwoInputConvNet, weights_sha256
 from train.progress import Progress
 
-EXIT_REQUEUE = 75
-"""Exit status of `python -m train` when it stopped early and wants to be requeued
-(EX_TEMPFAIL: "try again later"). 0 means completed, 2 a config or data error, 1 anything else."""
-
-DEADLINE_ENV = "CLUSTER_DEADLINE"
-"""Environment variable with the job's walltime deadline in unix seconds (the rendered batch
-scripts export it)."""
 
 
 @dataclass(frozen=True)
@@ -349,7 +342,8 @@ class Trainer:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if primary:
             runfiles.remove_stray_temporaries(ckpt_dir)
-            runfiles.remove_stray_temporaries(self.run_dir)
+            runfiles.remove_stray_temporaries(
+                self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
         # --- setup: threads, data, model, optimizer --------------------------------------
         threads = configure_threads(world.local_size)

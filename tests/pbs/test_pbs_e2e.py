@@ -18,7 +18,7 @@ import pytest
 import slurm_helpers as sh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))
-from submit_support import REPO, cluster_cmd, last_run, reference_sha, wait_until  # noqa: E402
+from submit_support import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 TORQUE = ["--executor", "pbs", "--set", "scheduler.pbs_flavor=torque"]
@@ -55,22 +55,25 @@ def test_torque_cancel(tmp_path: Path) -> None:
 
 
 def test_walltime_continues_in_follow_up_jobs(tmp_path: Path) -> None:
-    # 1 minute of walltime and no early signal: the trainer stops before its deadline and
-    # the job submits its own continuation (qsub -W depend=afterany:<this job>).
-    # The trainer keeps 45 s of margin: each job trains ~15 s, and ~30 s of training (idle
-    # machine) needs at least one continuation however fast the machine is.
-    sets = ["train.epochs=40", "train.data.samples=20000", "train.checkpoint.deadline_margin_seconds=45",
-            "resources.time=1", "scheduler.max_requeues=12"]
+    # 1 minute of walltime and no early signal: the trainer stops before its deadline (45 s
+    # of margin) and the job submits its own continuation (qsub -W depend=afterany:<this job>).
+    # The work is three times what one job trains on this machine now: about three jobs, and
+    # room for many more if the machine slows down.
+    walltime = ["train.checkpoint.deadline_margin_seconds=45", "resources.time=1"]
+    wall_args = [a for s in walltime for a in ("--set", s)]
+    steps = steps_per_attempt(tmp_path, str(REPO / "jobs/smoke.yaml"), [*TORQUE, *wall_args], 20000)
+    epochs = -(-3 * steps // 500)  # 500 steps per epoch
+    sets = [f"train.epochs={epochs}", "train.data.samples=20000", *walltime, "scheduler.max_requeues=40"]
     args = [a for s in sets for a in ("--set", s)]
-    proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), *TORQUE, *args, "--wait", cwd=tmp_path, timeout=600)
+    proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), *TORQUE, *args, "--wait", cwd=tmp_path, timeout=1800)
     run = last_run(tmp_path)
     record = run.read()
     assert proc.returncode == 0, proc.stdout + proc.stderr + json.dumps(record)
     reasons = [j["reason"] for j in record["jobs"]]
     assert reasons[0] == "submit" and reasons.count("continue") >= 1
     assert record["requeues"] == reasons.count("continue")
-    epochs = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 41)), "an epoch was lost or repeated"
+    epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs_seen == list(range(1, epochs + 1)), "an epoch was lost or repeated"
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets[:3])
     logs = cluster_cmd("logs", str(run.path), cwd=tmp_path).stdout

@@ -60,6 +60,26 @@ def reference_sha(spec: Path, overrides: list[str], scratch: Path | None = None)
     return _reference(str(spec), only_train, str(scratch))
 
 
+def steps_per_attempt(workdir: Path, spec: str, args: list[str], samples: int) -> int:
+    """Measured here and now: how many optimizer steps one attempt of a short-walltime job
+    trains before it stops (``args`` carry the executor and the walltime settings).
+
+    Tests that need a given number of requeues size their work from this, not from the
+    speed of the machine they were written on.
+    """
+    from train.runfiles import resume_point
+
+    calibrate = workdir / "calibrate"
+    calibrate.mkdir(parents=True, exist_ok=True)
+    sets = ["train.epochs=100000", f"train.data.samples={samples}", "scheduler.max_requeues=0"]
+    proc = cluster_cmd("submit", spec, *args, *[a for s in sets for a in ("--set", s)], "--wait",
+                       cwd=calibrate, timeout=600)
+    assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    point = resume_point(last_run(calibrate).path)
+    assert point and point["global_step"] > 0, "the calibration attempt trained nothing before it stopped"
+    return point["global_step"]
+
+
 def counting_wrappers(directory: Path, commands: list[str]) -> tuple[str, Path]:
     """Wrappers on PATH that log each call of ``commands`` and run the real one.
 

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from submit_support import REPO, cluster_cmd, last_run, reference_sha, wait_until
+from submit_support import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 from cluster.runs import Run
-from train.runfiles import resume_point
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
 
@@ -37,22 +36,10 @@ TIMEOUT_SETS = ["resources.time=1", "scheduler.signal_seconds=48"]
 SAMPLES = 20000  # 500 steps per epoch
 
 
-def _steps_per_attempt(workdir: Path) -> int:
-    """Measured here and now: how many steps one 12-second local attempt trains."""
-    sets = ["train.epochs=1000", f"train.data.samples={SAMPLES}", *TIMEOUT_SETS, "scheduler.max_requeues=0"]
-    proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), "--wait",
-                       cwd=workdir / "calibrate", timeout=300)
-    assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    point = resume_point(last_run(workdir / "calibrate").path)
-    assert point and point["global_step"] > 0, "the calibration attempt trained nothing before its timeout"
-    return point["global_step"]
-
-
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     # The work is ten times what one attempt trains on this machine now: about ten attempts,
     # more than submitit's own controller would ever start (six).
-    (workdir / "calibrate").mkdir()
-    steps = _steps_per_attempt(workdir)
+    steps = steps_per_attempt(workdir, SMOKE, ["--executor", "local", *_sets_args(TIMEOUT_SETS)], SAMPLES)
     epochs = -(-10 * steps // 500)
     sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *TIMEOUT_SETS, "scheduler.max_requeues=40"]
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), "--wait", cwd=workdir,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from train.config import CheckpointConfig, DataConfig, TrainConfig
+from train.contract.config import CheckpointConfig, DataConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cluster.errors import SpecError
-from train.config import CheckpointConfig, DataConfig, SamplerConfig, TrainConfig, conv_features
+from train.contract.config import CheckpointConfig, DataConfig, SamplerConfig, TrainConfig, conv_features
 
 
 def error(d: dict, prefix: str = "train") -> SpecError:
@@ -117,7 +117,7 @@ def test_direct_construction_is_validated() -> None:
 
 def test_config_module_imports_only_the_standard_library() -> None:
     code = (
-        "import sys, train, train.config, train.runfiles; "
+        "import sys, train, train.contract, train.contract.config, train.runfiles; "
         "bad = [m for m in ('torch', 'numpy', 'yaml') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from train.config import DataConfig, NpzKeys, SamplerConfig
+from train.contract.config import DataConfig, NpzKeys, SamplerConfig
 from train.data import DataError, EpochSampler, class_weights, load_npz, stratified_split, synthetic
 
 

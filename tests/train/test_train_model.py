@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.config import conv_features
+from train.contract.config import conv_features
 from train.model import TwoInputConvNet, weights_sha256
 
 

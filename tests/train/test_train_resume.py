@@ -15,7 +15,7 @@ import pytest
 
 from train import runfiles
 from train.checkpoint import IncompatibleCheckpoint
-from train.config import CheckpointConfig, DataConfig, SamplerConfig
+from train.contract.config import CheckpointConfig, DataConfig, SamplerConfig
 from train.trainer import DEADLINE_ENV, Trainer
 
 

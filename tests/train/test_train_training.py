@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from train import runfiles
-from train.config import CheckpointConfig, DataConfig
+from train.contract.config import CheckpointConfig, DataConfig
 from train.trainer import Trainer
 
 

@@ -1,6 +1,6 @@
 """The `train:` section of a job spec, as frozen dataclasses.
 
-This module imports only the standard library (and the toolkit's own error type): the
+This module imports only the standard library (and the contract's error type): the
 login node imports it through `cluster check` to validate a spec without torch.
 
 Every field carries a docstring; every rule that is not obvious from the type says why it
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.errors import SpecError
+from train.contract import SpecError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 DATA_SOURCES = ("synthetic", "npz")

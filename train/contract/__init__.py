@@ -1,0 +1,156 @@
+"""What the login node (``cluster``) and the compute node (``train``) must agree on.
+
+Standard library only: ``cluster`` imports this package (and nothing else from ``train``) on
+the login node, where torch is never imported; ``train`` imports nothing from ``cluster``.
+
+- the run directory's file names (``RUN_JSON``, ``METRICS_FILE``, ...);
+- the job's environment variables (``RUN_DIR_ENV``, ``DEADLINE_ENV``) and exit status
+  ``EXIT_REQUEUE`` ("checkpointed: continue me");
+- :class:`SpecError`, the error both sides raise for a wrong spec value;
+- :func:`write_atomic`, the one atomic writer for every file of a run directory;
+- :func:`parse_walltime`, since both sides read walltimes;
+- :mod:`train.contract.config`: the ``train:`` section of a spec, validated without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+# --- the job's environment and exit status ---------------------------------------------
+
+EXIT_REQUEUE = 75
+"""Exit status of a trainer (or job script) that stopped early with a checkpoint to resume
+from (EX_TEMPFAIL): the batch script requeues or continues the job on it."""
+
+DEADLINE_ENV = "CLUSTER_DEADLINE"
+"""Unix time at which the job's walltime ends; the trainer checkpoints and stops before it."""
+
+RUN_DIR_ENV = "CLUSTER_RUN_DIR"
+"""The run directory of the job (set by the rendered script and the submitit callable)."""
+
+# --- the run directory -----------------------------------------------------------------
+
+RUN_JSON = "run.json"
+SPEC_FILE = "spec.yaml"
+SCRIPT_FILE = "submitted.sh"
+LOGS_DIR = "logs"
+CHECKPOINT_DIR = "checkpoints"
+RANKS_DIR = "ranks"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+PROGRESS_FILE = "progress.json"
+SWEEP_JSON = "sweep.json"
+FINAL_CHECKPOINT = "final.pt"
+BEST_CHECKPOINT = "best.pt"
+
+TMP_PREFIX = ".tmp-"
+"""Temporary files of :func:`write_atomic` are named ``.tmp-<target>.<random>``."""
+
+
+class SpecError(Exception):
+    """A mistake in a job spec or an override: names the file and the dotted key."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, message: str, file: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.file = file
+        super().__init__(str(self))
+
+    def with_file(self, file: str) -> "SpecError":
+        return type(self)(self.key, self.message, self.file or file)
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.key) if p]
+        return ": ".join(parts + [self.message])
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in ``path`` durable (the rename is recorded in the directory itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -> None:
+    """All of ``data`` or nothing, even if the machine dies mid-write.
+
+    A temporary file beside ``path`` (mode 0666 minus the umask, as a shell redirection
+    gives, so group members of a shared project can read the runs), fsync, rename over
+    ``path``, fsync the directory. Readers see the old file or the new one, never a partial
+    one; missing parent directories are created. ``durable=False`` skips the fsyncs, for files that are cheap to lose (progress.json).
+    The temporary name is unique per call: concurrent writers never share one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, durable: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", durable=durable)
+
+
+def remove_stray_temporaries(directory: str | Path, targets: tuple[str, ...] | None = None) -> None:
+    """Delete temporaries left by a writer killed mid-write: all of them, or only those of
+    the files named in ``targets`` (a writer of another file may be at work right now)."""
+    for p in Path(directory).glob(TMP_PREFIX + "*"):
+        target = p.name[len(TMP_PREFIX):].rsplit(".", 1)[0]
+        if targets is None or target in targets:
+            p.unlink(missing_ok=True)
+
+
+# --- walltimes ---------------------------------------------------------------------------
+
+NOT_POSITIVE = "must be more than zero"
+
+
+def parse_walltime(value: Any) -> int:
+    """Return seconds for ``HH:MM:SS``, ``D-HH:MM:SS``, ``H:MM:SS`` or a number of minutes.
+
+    Raises ValueError: with the message :data:`NOT_POSITIVE` for a zero or negative time,
+    with no message for anything it cannot parse.
+    """
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(NOT_POSITIVE)
+        return value * 60
+    if not isinstance(value, str):
+        raise ValueError
+    text = value.strip()
+    if re.fullmatch(r"\d+", text):
+        minutes = int(text)
+        if minutes <= 0:
+            raise ValueError(NOT_POSITIVE)
+        return minutes * 60
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d):(\d\d)", text)
+    if not match:
+        raise ValueError
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    if minutes >= 60 or seconds >= 60:
+        raise ValueError
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ValueError(NOT_POSITIVE)
+    return total
