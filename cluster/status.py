@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cluster import shell
+from cluster.backends import JobInfo
 from cluster.errors import SchedulerError
 from cluster.runs import TERMINAL_STATES, Run
 
@@ -29,17 +30,6 @@ SLURM_STATES = {
     "COMPLETED": "completed", "FAILED": "failed", "TIMEOUT": "timeout", "DEADLINE": "timeout",
     "CANCELLED": "cancelled", "OUT_OF_MEMORY": "out-of-memory", "NODE_FAIL": "node-fail", "BOOT_FAIL": "node-fail",
 }
-
-
-@dataclass
-class JobInfo:
-    """What the scheduler says about one job."""
-
-    state: str
-    raw_state: str = ""
-    exit_code: str = ""
-    elapsed_seconds: int | None = None
-    reason: str = ""
 
 
 @dataclass

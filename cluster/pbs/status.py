@@ -6,7 +6,7 @@ import logging
 from typing import Iterable
 
 from cluster.pbs.watcher import PBSInfoWatcher
-from cluster.status import JobInfo
+from cluster.backends import JobInfo
 
 
 def pbs_jobs(job_ids: Iterable[str], flavor: str) -> dict[str, JobInfo]:
