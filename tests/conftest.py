@@ -9,28 +9,12 @@ where a missing cluster fails them.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def _load_slurm_helpers():
-    """Import tests/slurm/helpers.py as the module ``slurm_helpers`` (a name no other
-    test directory's ``helpers.py`` can shadow); tests use ``import slurm_helpers``."""
-    if "slurm_helpers" in sys.modules:
-        return sys.modules["slurm_helpers"]
-    path = Path(__file__).resolve().parent / "slurm" / "helpers.py"
-    spec = importlib.util.spec_from_file_location("slurm_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["slurm_helpers"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm_helpers = _load_slurm_helpers()
+from support import slurm as slurm_helpers  # tests/support/slurm.py (pythonpath = ["tests"])
 
 
 def _in_ci() -> bool:

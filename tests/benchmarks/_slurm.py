@@ -1,6 +1,6 @@
 """Shared by the Slurm benchmarks (bench_submit, bench_status, bench_sweep): the test
 cluster's environment, a clean skip when it is down, waiting for the queue, and the
-counting PATH wrappers of tests/submit/submit_support.py.
+counting PATH wrappers of tests/support/runs.py.
 
 Not a benchmark itself (run_all.sh runs bench_*.py only).
 """
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "submit"))
+sys.path.insert(0, str(REPO / "tests"))  # a script, not run by pytest: its pythonpath ini does not apply
 
-from submit_support import calls, counting_wrappers  # noqa: E402
+from support.runs import calls, counting_wrappers  # noqa: E402
 
 __all__ = ["REPO", "calls", "counting_wrappers", "use_slurm", "cluster_script", "queue", "wait_idle",
            "wait_gone", "fmt_ms", "spread"]

@@ -2,7 +2,7 @@
 
 Measures the wall time of `cluster status --runs-dir DIR --json` (the console script, as a
 subprocess; median of the runs) and the scheduler commands it issues, counted through
-wrappers on PATH (sacct, squeue, scontrol, sinfo: tests/submit/submit_support.py).
+wrappers on PATH (sacct, squeue, scontrol, sinfo: tests/support/runs.py).
 
 Two directories of 100 runs each, timed alternately, whose run.json files are written by
 `cluster.submit.prepare_run` (as `cluster submit` writes them) and point at real jobs:

@@ -2,7 +2,7 @@
 
 Runs `cluster submit jobs/smoke.yaml --executor slurm --sweep train.lr=<100 values>` (the
 console script, as a subprocess) with counting wrappers on PATH for the scheduler's
-commands (tests/submit/submit_support.py), and prints its wall time and the sbatch calls
+commands (tests/support/runs.py), and prints its wall time and the sbatch calls
 it made beside the targets; each sweep's array is cancelled (`scancel <array id>` from
 sweep.json) as soon as the command returns, so that its tasks do not run.
 

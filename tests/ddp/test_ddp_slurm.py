@@ -11,16 +11,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import slurm_helpers as sh
 
 from cluster.runs import Run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))  # the submit tests' helpers
-from submit_support import REPO, cluster_cmd, last_run, wait_until  # noqa: E402
+from support import slurm as sh
+from support.runs import REPO, cluster_cmd, last_run, wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))
-from submit_support import CLUSTER, REPO, calls, counting_wrappers  # noqa: E402
+from support.runs import CLUSTER, REPO, calls, counting_wrappers
 
 SWEEP = ["--sweep", "train.lr=0.001,0.0003", "--sweep", "train.sampler.positive_weight=0.85,0.5"]
 EXPECTED = {(0.001, 0.85), (0.001, 0.5), (0.0003, 0.85), (0.0003, 0.5)}

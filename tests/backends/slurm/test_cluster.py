@@ -8,7 +8,8 @@ import textwrap
 import time
 
 import pytest
-import slurm_helpers as sh
+
+from support import slurm as sh
 
 pytestmark = pytest.mark.slurm
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.pbs.jobid import PBSOutputError
-from cluster.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
-from cluster.pbs.states import status_from_attributes
+from cluster.backends.pbs.jobid import PBSOutputError
+from cluster.backends.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
+from cluster.backends.pbs.states import status_from_attributes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,16 +1,16 @@
-"""``cluster doctor`` where no scheduler answers (the Slurm checks are in tests/slurm/test_doctor.py)."""
+"""``cluster doctor`` where no scheduler answers (the Slurm checks are in tests/backends/slurm/test_doctor.py)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from cluster.cli import main
+from support.runs import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def test_no_scheduler_means_local_executor(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,8 @@
 
 All commands run with the process environment, which the ``slurm_cluster`` fixture
 (tests/conftest.py) fills with SLURM_CONF and MODULEPATH from ``cluster.sh env``.
+
+Tests use it as ``from support import slurm as sh``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
-MODULEFILES = Path(__file__).resolve().parent / "modulefiles"
+SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"  # tests/slurm: cluster.sh and its modulefiles
+CLUSTER_SH = SLURM_DIR / "cluster.sh"
+MODULEFILES = SLURM_DIR / "modulefiles"
 
 #: Job states after which a job will not run again (unless requeued by hand).
 TERMINAL_STATES = frozenset(

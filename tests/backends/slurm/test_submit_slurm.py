@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-import slurm_helpers as sh
 
-from cluster.render import render_script
+from cluster.backends import render_script
 from cluster.runs import Run
 from cluster.spec import load_spec
 
-from submit_support import REPO, cluster_cmd, last_run, reference_sha, wait_until
+from support import slurm as sh
+from support.runs import REPO, cluster_cmd, last_run, reference_sha, wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the submit tests: run the `cluster` command, find runs, reference weights."""
+"""Shared test helpers: run the `cluster` command, find runs, reference weights, counting PATH wrappers."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from submit_support import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 from cluster.runs import Run
+from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.pbs.jobid import PBSJobId, PBSOutputError, parse_qsub_output
+from cluster.backends.pbs.jobid import PBSJobId, PBSOutputError, parse_qsub_output
 
 
 @pytest.mark.parametrize(

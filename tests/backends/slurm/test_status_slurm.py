@@ -7,15 +7,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import slurm_helpers as sh
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))
-from submit_support import CLUSTER, REPO, calls, cluster_cmd, counting_wrappers, wait_until  # noqa: E402
+from support import slurm as sh
+from support.runs import CLUSTER, REPO, calls, cluster_cmd, counting_wrappers, wait_until
 
 pytestmark = pytest.mark.slurm
 

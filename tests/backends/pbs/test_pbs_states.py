@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.pbs.states import NORMAL_STATES, status_from_attributes, walltime_seconds
+from cluster.backends.pbs.states import NORMAL_STATES, status_from_attributes, walltime_seconds
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import slurm_helpers as sh
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submit"))
-from submit_support import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until  # noqa: E402
+from support import slurm as sh
+from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 pytestmark = pytest.mark.slurm
 TORQUE = ["--executor", "pbs", "--set", "scheduler.pbs_flavor=torque"]

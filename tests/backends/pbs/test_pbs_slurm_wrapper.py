@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from cluster.pbs.jobid import PBSJobId, parse_qsub_output
-from cluster.pbs.watcher import PBSInfoWatcher
+from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
+from cluster.backends.pbs.watcher import PBSInfoWatcher
 
 pytestmark = pytest.mark.slurm
 

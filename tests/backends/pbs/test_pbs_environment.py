@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from cluster.pbs import environment as environment_module
-from cluster.pbs.environment import PBSJobEnvironment
-from cluster.pbs.jobid import PBSJobId, parse_qsub_output
+from cluster.backends.pbs import environment as environment_module
+from cluster.backends.pbs.environment import PBSJobEnvironment
+from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
 
 _PREFIXES = ("PBS_", "SLURM_", "OMPI_", "PMI_", "PALS_", "MPI_", "SUBMITIT_", "CLUSTER_")
 

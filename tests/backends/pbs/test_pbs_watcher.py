@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.pbs.watcher import PBSInfoWatcher
+from cluster.backends.pbs.watcher import PBSInfoWatcher
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from support.runs import REPO
+
 pytestmark = pytest.mark.slurm
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 CLUSTER = ROOT / ".venv" / "bin" / "cluster"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
