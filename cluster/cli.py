@@ -8,12 +8,16 @@ torch: the login node must answer at once.
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import logging
 import sys
+import time
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from cluster import backends
 from cluster.errors import ClusterError, SpecError
+from train.contract import SUMMARY_FILE
 
 EXAMPLES = {
     "check": "cluster check jobs/seed_convnet.yaml --set train.epochs=5",
@@ -43,6 +47,11 @@ def _write_atomic(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- commands
 
 
+def echo(line: str = "") -> None:
+    """The library's progress and report lines go to stdout through this."""
+    print(line, flush=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cluster.spec import load_spec
 
@@ -52,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from cluster.render import render
+    from cluster.backends import render
     from cluster.spec import load_spec
 
     spec = load_spec(args.spec, args.set)
@@ -65,20 +74,123 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cluster.spec import load_spec
+    from cluster.status import wait_for
+    from cluster.submit import submit
+
+    spec = load_spec(args.spec, args.set)
+    if args.sweep or spec.sweep:
+        return _submit_sweep(spec, args)
+    run, job_id = submit(spec, args.executor)
+    print(f"run {run.id}: submitted to {run.scheduler()} as job {job_id}")
+    print(f"  run directory: {run.path}")
+    print(f"  logs: cluster logs {run.path}   (files in {run.logs_dir})")
+    if not args.wait:
+        return 0
+    row = wait_for(run, echo)
+    print(f"run {run.id}: {row.state}" + (f" ({row.diagnosis}; {row.action})" if row.diagnosis else ""))
+    if row.state == "completed":
+        summary = json.loads((run.path / SUMMARY_FILE).read_text())
+        print(f"  weights_sha256 {summary.get('weights_sha256')}")
+        return 0
+    return 1
+
+
+def _submit_sweep(spec, args: argparse.Namespace) -> int:
+    from cluster.sweep import submit_sweep, wait_for_sweep
+
+    sweep = submit_sweep(spec, args.sweep, args.executor)
+    print(f"sweep {sweep.path.name}: {len(sweep.runs)} tasks submitted to {sweep.kind} as array job {sweep.job_id}")
+    print(f"  sweep directory: {sweep.path}")
+    print(f"  status: cluster status {sweep.path}   collect: cluster collect {sweep.path}")
+    if not args.wait:
+        return 0
+    rows = wait_for_sweep(sweep)
+    for row in rows:
+        print(f"  {row.run_id}: {row.state}")
+    return 0 if all(r.state == "completed" for r in rows) else 1
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from cluster.runs import find_run
+    from cluster.status import wait_for
+    from cluster.submit import resume
+
+    run = find_run(args.run)
+    job_id = resume(run)
+    print(f"run {run.id}: resumed as job {job_id}")
+    if not args.wait:
+        return 0
+    row = wait_for(run, echo)
+    print(f"run {run.id}: {row.state}")
+    return 0 if row.state == "completed" else 1
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from cluster.status import discover_runs
+    from cluster.submit import cancel
+
+    for run in discover_runs(args.runs):
+        job_id = cancel(run)
+        print(f"run {run.id}: " + (f"cancelled job {job_id}" if job_id else "nothing live to cancel"))
+    return 0
+
+
+def status_lines(rows: list) -> list[str]:
+    """``cluster status``'s table, then one line per diagnosed run."""
+    from cluster.units import format_duration, format_table
+
+    table = [["RUN", "NAME", "SCHED", "JOB", "STATE", "ELAPSED/WALL", "EPOCH", "METRIC", "REQ"]]
+    for r in rows:
+        metric = f"{r.metric_name}={r.metric:.4f}" if isinstance(r.metric, (int, float)) else "-"
+        epoch = f"{r.epoch or 0}/{r.epochs}" if r.epochs else "-"
+        table.append([r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
+                      f"{format_duration(r.elapsed_seconds)}/{format_duration(r.walltime_seconds)}",
+                      epoch, metric, str(r.requeues)])
+    return format_table(table) + [f"{r.run_id}: {r.diagnosis} -> {r.action}" for r in rows if r.diagnosis]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cluster.runs import TERMINAL_STATES
+    from cluster.status import discover_runs, rows_for
+
+    runs = discover_runs(args.runs, args.runs_dir)
+    while True:
+        rows = rows_for(runs)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in rows], indent=2))
+        else:
+            print("\n".join(status_lines(rows)))
+        if not args.watch or all(r.state in TERMINAL_STATES for r in rows):
+            return 0
+        time.sleep(args.interval)
+        if not args.json:
+            print()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from cluster.logs import show_logs
+    from cluster.runs import find_run
+
+    return show_logs(find_run(args.run), sys.stdout, err=args.err, follow=args.follow, tail=args.tail)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from cluster.collect import collect
+
+    return collect(args.runs, args.to, echo, metric=args.metric)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cluster.doctor import doctor
+
+    return doctor(args.spec, args.set, probe=args.probe, echo=echo)
+
+
 def _one_line(text: str) -> str:
     """Escape newlines and other control characters, so that a message stays one line."""
     return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(text))
-
-
-def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
-    """Import a command's module only when it runs (keeps `check`/`render` start-up small)."""
-
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(args)
-
-    return run
 
 
 # ---------------------------------------------------------------- parser
@@ -120,21 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("render", "print or write the batch script for a scheduler", cmd_render)
     _add_spec_args(p)
-    p.add_argument("--scheduler", choices=["slurm", "pbs", "pbspro", "torque"], default=None,
+    p.add_argument("--scheduler", choices=backends.script_names(), default=None,
                    help="default: the spec's scheduler.kind (pbs uses scheduler.pbs_flavor; auto/local: slurm)")
     p.add_argument("-o", "--output", help="write the script to this file instead of stdout")
 
     p = add("submit", "submit a job (Slurm, PBS or the local executor) and print its run and job id",
-            _lazy("cluster.commands", "cmd_submit"))
+            cmd_submit)
     _add_spec_args(p)
-    p.add_argument("--executor", choices=["auto", "slurm", "pbs", "local"], default=None,
+    p.add_argument("--executor", choices=["auto", *backends.kinds()], default=None,
                    help="default: the spec's scheduler.kind")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="sweep a key over values as one array job (repeatable: a grid)")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit 1 if it failed")
 
     p = add("status", "one row per run: state, job id, epoch, metric, requeues",
-            _lazy("cluster.commands", "cmd_status"))
+            cmd_status)
     p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
     p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -142,28 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between --watch refreshes")
 
     p = add("logs", "print a run's stdout (or stderr) across all its attempts",
-            _lazy("cluster.commands", "cmd_logs"))
+            cmd_logs)
     p.add_argument("run", help="run directory (or run id under ./runs)")
     p.add_argument("--err", action="store_true", help="stderr instead of stdout")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing as the log grows")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
 
     p = add("collect", "copy checkpoints, metrics, logs and a curves plot of runs into one place",
-            _lazy("cluster.commands", "cmd_collect"))
+            cmd_collect)
     p.add_argument("runs", nargs="+", help="run or sweep directories")
     p.add_argument("--to", default="results", help="destination folder (default: results)")
     p.add_argument("--metric", default="val_auc", help="metric that sorts the comparison table")
 
     p = add("resume", "continue a run that died from its last valid checkpoint, as a new job",
-            _lazy("cluster.commands", "cmd_resume"))
+            cmd_resume)
     p.add_argument("run", help="run directory (or run id under ./runs)")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
 
-    p = add("cancel", "cancel a run's live job", _lazy("cluster.commands", "cmd_cancel"))
+    p = add("cancel", "cancel a run's live job", cmd_cancel)
     p.add_argument("runs", nargs="+", help="run or sweep directories")
 
     p = add("doctor", "check the login node (scheduler, accounting, runs dir, compute Python)",
-            _lazy("cluster.commands", "cmd_doctor"))
+            cmd_doctor)
     p.add_argument("spec", nargs="?", help="job spec to check against")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--probe", action="store_true", help="submit a one-minute probe job and print its report")
@@ -171,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The library reports warnings through logging ("cluster"); they are one line on stderr.
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -26,16 +26,24 @@ import csv
 import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso, write_atomic
+from cluster.units import format_table
+from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, RUN_JSON,
+                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE)
 
-FILES = ("checkpoints/final.pt", "checkpoints/best.pt", "submitted.sh", "spec.yaml", "run.json")
+log = logging.getLogger("cluster")
+
+FINAL = f"{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"
+BEST = f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}"
+FILES = (FINAL, BEST, SCRIPT_FILE, SPEC_FILE, RUN_JSON)
 """Copied as they are, when they exist (metrics.jsonl and logs are handled on their own)."""
 
 LOG_PATTERNS = ("*.out", "*.err")
@@ -171,7 +179,7 @@ def _state_rows(runs: list[Run], metric: str) -> dict[str, tuple[str, str | None
     try:
         return {row.path: (row.state, row.diagnosis) for row in rows_for(runs, metric)}
     except ClusterError as err:
-        print(f"warning: the scheduler did not answer ({err}); states come from the run directories")
+        log.warning("warning: the scheduler did not answer (%s); states come from the run directories", err)
     out = {}
     for run in runs:
         try:
@@ -201,21 +209,21 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
         for pattern in LOG_PATTERNS:
             for src in sorted(run.logs_dir.glob(pattern)):
                 if src.is_file():
-                    copy_atomic(src, dest / "logs" / src.name)
+                    copy_atomic(src, dest / LOGS_DIR / src.name)
                     copied.append(f"logs/{src.name}")
 
-    records, complete = read_metrics(run.path / "metrics.jsonl")
-    if (run.path / "metrics.jsonl").exists():
-        target = dest / "metrics.jsonl"
+    records, complete = read_metrics(run.path / METRICS_FILE)
+    if (run.path / METRICS_FILE).exists():
+        target = dest / METRICS_FILE
         if not (target.exists() and target.read_bytes() == complete):
             write_atomic(target, complete)
-        copied.append("metrics.jsonl")
+        copied.append(METRICS_FILE)
 
     try:
         record = run.read()
     except ClusterError:
         record = {}
-    own = _read_json(run.path / "summary.json")
+    own = _read_json(run.path / SUMMARY_FILE)
     facts: dict[str, Any] = {
         "run_id": run.id,
         "name": record.get("name", ""),
@@ -233,7 +241,7 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
         facts["last_metrics"] = records[-1] if records else None
     # The run's own summary wins on a clash: collected values equal the trainer's.
     summary = {**facts, **(own or {})}
-    write_atomic(dest / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    write_atomic(dest / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
     if plot and records:
         name = record.get("name") or ""
@@ -301,19 +309,16 @@ def write_comparison(path: Path, columns: list[str], rows: list[dict[str, Any]])
     write_atomic(path, buffer.getvalue())
 
 
-def print_table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+def table_lines(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
     shown = [c for c in columns if c != "path"]
-    table = [shown] + [[_cell(row.get(c)) or "-" for c in shown] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(shown))]
-    for line in table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    return format_table([shown] + [[_cell(row.get(c)) or "-" for c in shown] for row in rows])
 
 
 # ---------------------------------------------------------------- command
 
 
-def collect(runs: list[str], to: str, metric: str = "val_auc") -> int:
-    """Collect runs (sweep directories stand for their tasks) into ``to``; print what was done."""
+def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str = "val_auc") -> int:
+    """Collect runs (sweep directories stand for their tasks) into ``to``; ``echo`` what was done."""
     from cluster.status import discover_runs
 
     found = discover_runs(runs)
@@ -323,7 +328,7 @@ def collect(runs: list[str], to: str, metric: str = "val_auc") -> int:
     states = _state_rows(found, metric)
     plot = importlib.util.find_spec("matplotlib") is not None
     if not plot:
-        print("matplotlib is not installed (pip install 'cluster-train[plot]'): skipping curves.png")
+        echo("matplotlib is not installed (pip install 'cluster-train[plot]'): skipping curves.png")
     summaries = []
     for run, dest in zip(found, _destinations(found, dest_root)):
         state, diagnosis = states.get(str(run.path), ("unknown", None))
@@ -339,17 +344,18 @@ def collect(runs: list[str], to: str, metric: str = "val_auc") -> int:
             note = f" -- still {state}: collected what exists so far; collect again when it ends"
         else:
             note = f" -- ended {state} without a summary" + (f" ({diagnosis})" if diagnosis else "")
-        missing = [n for n in ("checkpoints/final.pt", "checkpoints/best.pt") if n not in summary["collected_files"]]
+        missing = [n for n in (FINAL, BEST) if n not in summary["collected_files"]]
         if missing and summary["complete"]:
             note += f" (missing: {', '.join(missing)})"
-        print(f"run {run.id} ({state}): {dest}  {shown}{note}")
+        echo(f"run {run.id} ({state}): {dest}  {shown}{note}")
 
     if len(summaries) > 1:
         columns, rows = comparison_rows(summaries, metric)
         if not any(isinstance(r.get(metric), (int, float)) for r in rows):
-            print(f"warning: no run has a value for {metric!r}; the table keeps the order of the runs")
+            echo(f"warning: no run has a value for {metric!r}; the table keeps the order of the runs")
         write_comparison(dest_root / "comparison.csv", columns, rows)
-        print()
-        print_table(columns, rows)
-        print(f"\ncomparison (sorted by {metric}, best first): {dest_root / 'comparison.csv'}")
+        echo("")
+        for line in table_lines(columns, rows):
+            echo(line)
+        echo(f"\ncomparison (sorted by {metric}, best first): {dest_root / 'comparison.csv'}")
     return 0

@@ -31,7 +31,16 @@ from typing import Any
 import submitit
 from submitit.core.utils import UncompletedJobError
 
+from cluster import backends
 from cluster.runs import Run, now_iso
+from train.contract import RUN_DIR_ENV
+
+
+def _say(line: str, *, stderr: bool = False) -> None:
+    """A line in the job's own log (the job's stdout is its log file; no CLI here)."""
+    stream = sys.stderr if stderr else sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -51,8 +60,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         run = Run(self.run_dir)
         spec = load_spec(run.spec_path)
-        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
-            _local_environment(spec)
+        backend = backends.get(run.scheduler())
+        backend.job_environment(spec)
         rank = env.global_rank
         resume = Trainer.resume_point(self.run_dir)
         if rank == 0:
@@ -86,7 +95,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                     record.update(state="requeued", stop_reason=reason)
 
             run.update(stopped)
-            print(f"cluster-train: stopped on {reason} with a checkpoint", flush=True)
+            _say(f"cluster-train: stopped on {reason} with a checkpoint")
             sys.exit(0)
         record = run.read()
         if record.get("requeues", 0) >= spec.scheduler.max_requeues:
@@ -95,30 +104,15 @@ class TrainJob(submitit.helpers.Checkpointable):
             run.set_state("failed", error=message, ended=now_iso())
             raise UncompletedJobError(message)
         run.set_state("requeued", stop_reason=reason)
-        if os.environ.get("SUBMITIT_EXECUTOR") == "pbs":
-            # PBS jobs cannot requeue themselves: submit the continuation, which waits for us to end.
-            from cluster.pbs.executor import continue_job
-
-            new_job = continue_job(env.job_id, os.environ["CLUSTER_SUBMITIT_FOLDER"])
+        remaining = spec.scheduler.max_requeues - record.get("requeues", 0)
+        if backend.continues_in_new_job:
+            new_job = backend.continue_job(env, run, remaining)
             run.add_job(new_job, "continue")
-            print(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}", flush=True)
-            sys.exit(0)
-        print(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}", flush=True)
-        env._requeue(spec.scheduler.max_requeues - record.get("requeues", 0))
+            _say(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}")
+        else:
+            _say(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}")
+            backend.continue_job(env, run, remaining)
         sys.exit(0)
-
-
-def _local_environment(spec: Any) -> None:
-    """What the batch script's prologue does on a cluster: private TMPDIR, exported variables.
-
-    (Module loads need a cluster's module system; the local executor runs without them.)
-    """
-    if spec.environment.tmpdir:
-        tmpdir = os.path.expanduser(os.path.expandvars(spec.environment.tmpdir))
-        os.makedirs(tmpdir, exist_ok=True)
-        os.environ["TMPDIR"] = tmpdir
-    for name, value in spec.environment.env:
-        os.environ[name] = os.path.expandvars(value)
 
 
 def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None:
@@ -142,6 +136,6 @@ def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None
     number = len(record["attempts"])
     where = f"resuming from step {resume.get('global_step')}" if resume else "from scratch"
     line = f"===== cluster-train: attempt {number}, job {job_id} on {host}, {now_iso()}, {where} ====="
-    print(line, flush=True)
-    print(line, file=sys.stderr, flush=True)
-    os.environ.setdefault("CLUSTER_RUN_DIR", str(Path(run.path)))
+    _say(line)
+    _say(line, stderr=True)
+    os.environ.setdefault(RUN_DIR_ENV, str(Path(run.path)))

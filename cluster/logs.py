@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import deque
 from pathlib import Path
+from typing import TextIO
 
+from cluster.backends.base import poll
 from cluster.runs import TERMINAL_STATES, Run
 
 
@@ -35,8 +35,7 @@ def _emit(lines, out) -> None:
         out.write(line)
 
 
-def show_logs(run: Run, *, err: bool = False, follow: bool = False, tail: int | None = None,
-              out=sys.stdout) -> int:
+def show_logs(run: Run, out: TextIO, *, err: bool = False, follow: bool = False, tail: int | None = None) -> int:
     files = log_files(run, err)
     if not files and not follow:
         out.write(f"(no {'stderr' if err else 'stdout'} yet for {run.id}; the job may still be pending)\n")
@@ -53,7 +52,8 @@ def show_logs(run: Run, *, err: bool = False, follow: bool = False, tail: int | 
     from cluster.status import rows_for
 
     positions = {path: path.stat().st_size for _, path in files}
-    while True:
+
+    def copy_new_output() -> str:
         for job_id, path in log_files(run, err):
             if path not in positions:
                 out.write(f"----- job {job_id}: {path} -----\n")
@@ -64,6 +64,7 @@ def show_logs(run: Run, *, err: bool = False, follow: bool = False, tail: int | 
                 positions[path] = handle.tell()
             out.write(data)
         out.flush()
-        if rows_for([run])[0].state in TERMINAL_STATES:
-            return 0
-        time.sleep(1.0)
+        return rows_for([run])[0].state
+
+    poll(copy_new_output, lambda state: state in TERMINAL_STATES, interval=1.0)
+    return 0

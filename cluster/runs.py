@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cluster.errors import ClusterError
-from train.contract import write_atomic
+from train.contract import LOGS_DIR, RUN_JSON, SCRIPT_FILE, SPEC_FILE, write_atomic
 
 TERMINAL_STATES = ("completed", "failed", "timeout", "cancelled", "out-of-memory", "node-fail")
 ALL_STATES = ("pending", "running", "requeued") + TERMINAL_STATES + ("unknown",)
@@ -50,15 +50,15 @@ class Run:
 
     @property
     def record_path(self) -> Path:
-        return self.path / "run.json"
+        return self.path / RUN_JSON
 
     @property
     def spec_path(self) -> Path:
-        return self.path / "spec.yaml"
+        return self.path / SPEC_FILE
 
     @property
     def script_path(self) -> Path:
-        return self.path / "submitted.sh"
+        return self.path / SCRIPT_FILE
 
     @property
     def logs_dir(self) -> Path:
@@ -67,7 +67,7 @@ class Run:
             shared = json.loads(self.record_path.read_text()).get("logs_dir")
         except (OSError, ValueError):
             shared = None
-        return Path(shared) if shared else self.path / "logs"
+        return Path(shared) if shared else self.path / LOGS_DIR
 
     def exists(self) -> bool:
         return self.record_path.is_file()
@@ -75,11 +75,22 @@ class Run:
     # --- run.json
     def read(self) -> dict[str, Any]:
         try:
-            return json.loads(self.record_path.read_text())
+            record = json.loads(self.record_path.read_text())
         except FileNotFoundError:
-            raise ClusterError(f"{self.path}: not a run directory (no run.json)") from None
+            raise ClusterError(f"{self.path}: not a run directory (no {RUN_JSON})") from None
         except (OSError, ValueError) as err:
             raise ClusterError(f"{self.record_path}: unreadable ({err})") from None
+        if not isinstance(record, dict):
+            raise ClusterError(f"{self.record_path}: unreadable (not a JSON object)")
+        return record
+
+    def scheduler(self, record: dict[str, Any] | None = None) -> str:
+        """The backend kind the run was submitted to (``run.json``'s ``scheduler``)."""
+        record = record if record is not None else self.read()
+        kind = record.get("scheduler", "local")
+        if not isinstance(kind, str):
+            raise ClusterError(f"{self.record_path}: unreadable (scheduler is not a name)")
+        return kind
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -103,7 +114,11 @@ class Run:
     def current_job_id(self, record: dict[str, Any] | None = None) -> str | None:
         record = record if record is not None else self.read()
         jobs = record.get("jobs") or []
-        return jobs[-1]["job_id"] if jobs else None
+        if not jobs:
+            return None
+        if not isinstance(jobs, list) or not isinstance(jobs[-1], dict) or not isinstance(jobs[-1].get("job_id"), str):
+            raise ClusterError(f"{self.record_path}: unreadable (jobs[-1] has no job_id)")
+        return jobs[-1]["job_id"]
 
     def add_job(self, job_id: str, reason: str) -> None:
         def change(record: dict[str, Any]) -> None:
@@ -146,6 +161,6 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
 def find_run(ref: str, runs_dir: str | Path = "runs") -> Run:
     """A run from a path or a run id under ``runs_dir``."""
     for candidate in (Path(ref), Path(runs_dir) / ref):
-        if (candidate / "run.json").is_file():
+        if (candidate / RUN_JSON).is_file():
             return Run(candidate.resolve())
     raise ClusterError(f"{ref}: no such run (expected a run directory with run.json, or a run id under {runs_dir}/)")

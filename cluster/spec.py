@@ -11,7 +11,10 @@ This module is on the login-node path: it imports yaml and the stdlib only.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -19,8 +22,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from cluster.errors import SpecError
-from train.contract import NOT_POSITIVE, parse_walltime
+from cluster.units import MAX_WALLTIME_SECONDS, format_memory, format_walltime, parse_memory, parse_walltime
 from train.contract.config import TrainConfig
+
+__all__ = [
+    "JobSpec", "SchedulerConfig", "Resources", "Environment", "Output", "SpecLoader",
+    "load_spec", "spec_from_dict", "apply_overrides", "parse_yaml", "dump_yaml", "expand_path",
+    # re-exported from cluster.units (their home), for existing callers
+    "format_memory", "format_walltime", "parse_memory", "parse_walltime",
+]
 
 SCHEDULER_KINDS = ("auto", "slurm", "pbs", "local")
 PBS_FLAVORS = ("pbspro", "torque")
@@ -40,15 +50,90 @@ _CONTROL_NOT_TAB_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # ---------------------------------------------------------------- YAML
 
+MAX_SPEC_BYTES = 1024 * 1024
+"""A spec file (or an ``extends`` file) is read only if it is a regular file of at most this size."""
+MAX_EXTENDS_DEPTH = 20
+"""How many files an ``extends`` chain may hold below the spec."""
+MAX_YAML_DEPTH = 20
+"""How deeply YAML collections may nest (a spec needs 5 levels; the parser recurses per level)."""
+MAX_INT_DIGITS = 40
+"""Longer integer literals are refused while parsing (before Python's own digit limit)."""
+MAX_INT = 2 ** 63 - 1
+"""The largest integer a spec value may hold (what schedulers, numpy and torch all accept)."""
+_SHOW_LIMIT = 70
+"""Values echoed in messages are cut to about this many characters."""
+
+
+class _YAMLRefused(yaml.MarkedYAMLError):
+    """Something the spec loader refuses while parsing (an alias, too deep, a huge integer)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
 
 class SpecLoader(yaml.SafeLoader):
     """Safe loading, minus YAML 1.1's base-60 numbers: ``time: 1:30:00`` must stay a string.
 
     PyYAML reads ``1:30:00`` as the integer 5400 and ``1e-3`` as a string; the first
     would silently turn a walltime into minutes, so plain scalars follow YAML 1.2 here.
+
+    Bounded, whatever the text: aliases (``*name``) are refused, so the document is a
+    tree no larger than its text (no "billion laughs"); nesting deeper than
+    :data:`MAX_YAML_DEPTH` and integer literals longer than :data:`MAX_INT_DIGITS` digits
+    are refused; a key given twice in one mapping is refused with its dotted path and
+    line (PyYAML would silently keep the last one).
     """
 
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._path: list[str] = []  # dotted-key parts of the node being composed
 
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _YAMLRefused(f"alias *{_cut(str(event.anchor), 20)} is not allowed in a spec (write the value "
+                               "out; share settings between specs with extends)", event.start_mark)
+        if isinstance(index, yaml.Node):  # the value of a mapping entry: index is its key
+            part = index.value if isinstance(index, yaml.ScalarNode) else "?"
+            self._path.append(f".{part}" if self._path else str(part))
+        elif isinstance(index, int):  # an item of a sequence
+            self._path.append(f"[{index}]")
+        else:  # the root, or a mapping key
+            self._path.append("")
+        try:
+            if len(self._path) > MAX_YAML_DEPTH + 1:
+                event = self.peek_event()
+                raise _YAMLRefused(f"nested deeper than {MAX_YAML_DEPTH} levels (allowed: at most "
+                                   f"{MAX_YAML_DEPTH})", event.start_mark)
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.MappingNode):
+                self._check_duplicates(node)
+            return node
+        finally:
+            self._path.pop()
+
+    def _check_duplicates(self, node: yaml.MappingNode) -> None:
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            ident = (key_node.tag, key_node.value)
+            line = key_node.start_mark.line + 1
+            if ident in first_line:
+                prefix = "".join(self._path).lstrip(".")
+                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                raise SpecError(_cut(key, 120), f"duplicate key on line {line} "
+                                f"(first on line {first_line[ident]}; allowed: each key once per mapping)")
+            first_line[ident] = line
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = len(str(node.value).lstrip("+-").replace("_", ""))
+        if digits > MAX_INT_DIGITS:
+            raise _YAMLRefused(f"integer of {digits} digits (allowed: at most {MAX_INT})", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers
             if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
@@ -68,56 +153,12 @@ SpecLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text with :class:`SpecLoader` (safe: no tags that construct objects)."""
-    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+    """Parse YAML text with :class:`SpecLoader` (safe: no tags that construct objects).
 
-
-# ---------------------------------------------------------------- units
-
-
-_NOT_POSITIVE = NOT_POSITIVE
-
-
-def format_walltime(seconds: int) -> str:
-    """``HH:MM:SS`` (hours may exceed 24), the form every scheduler accepts."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-_MEM_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-
-
-def parse_memory(value: Any) -> int:
-    """Return mebibytes for ``16G``, ``16GB``, ``16GiB``, ``500M``, ``2T`` or a plain number of GB.
-
-    Raises ValueError like :func:`parse_walltime`. A bare ``B`` is refused: ``16B``
-    would otherwise read as 16 GB.
+    Raises yaml.YAMLError for text that is not YAML or that the loader refuses, and
+    :class:`SpecError` (key: the dotted path, no file) for a duplicate key.
     """
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, (int, float)):
-        number, unit = float(value), "g"
-    elif isinstance(value, str):
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT])(?:[iI]?[bB])?)?", value.strip())
-        if not match:
-            raise ValueError
-        number, unit = float(match.group(1)), (match.group(2) or "g").lower()
-    else:
-        raise ValueError
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError
-    if number <= 0:
-        raise ValueError(_NOT_POSITIVE)
-    mb = int(round(number * _MEM_UNITS[unit]))
-    if mb <= 0:
-        raise ValueError("must be at least 1M")
-    return mb
-
-
-def format_memory(mb: int) -> str:
-    """``16G`` when whole gibibytes, else ``500M``."""
-    return f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
 
 
 # ---------------------------------------------------------------- sections
@@ -242,6 +283,47 @@ class JobSpec:
     def total_tasks(self) -> int:
         return self.resources.nodes * self.resources.tasks_per_node
 
+    def runs_dir_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        """``output.runs_dir`` as the job script reads it, expanded here (on the login node).
+
+        The submit path must create run directories through this, not ``Path(runs_dir)``:
+        ``$HOME/x`` would otherwise become a directory literally named ``$HOME``. A relative
+        path stays relative (to the current directory). See :func:`expand_path`.
+        """
+        return Path(expand_path(self.output.runs_dir, environ, key="output.runs_dir", file=self.source))
+
+    def tmpdir_path(self, environ: Mapping[str, str] | None = None) -> Path | None:
+        """``environment.tmpdir`` expanded like :meth:`runs_dir_path` (None: no private TMPDIR)."""
+        if self.environment.tmpdir is None:
+            return None
+        return Path(expand_path(self.environment.tmpdir, environ, key="environment.tmpdir", file=self.source))
+
+
+def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str = "", file: str = "") -> str:
+    """Expand a validated path exactly as the rendered script's ``"..."`` word does in bash.
+
+    A leading ``~`` or ``~/`` is ``$HOME`` (what ``shell_path`` writes); ``$NAME`` and
+    ``${NAME}`` take their values from ``environ`` (default: ``os.environ``); nothing else
+    is special (the loader allowed nothing else). Where bash would expand an unset
+    variable to nothing (``$SCRATCH/runs`` -> ``/runs``), this raises a one-line
+    :class:`SpecError` instead: on the login node that is always a mistake.
+    """
+    env = os.environ if environ is None else environ
+    if text == "~" or text.startswith("~/"):
+        text = "$HOME" + text[1:]
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in env:
+            raise SpecError(key, f"uses ${name}, which is not set here (allowed: variables set in the "
+                            "environment of cluster; set it, or write the path out)", file or None)
+        return env[name]
+
+    return _EXPAND_RE.sub(value, text)
+
+
+_EXPAND_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False, allow_unicode=True)
@@ -279,16 +361,75 @@ def apply_overrides(spec: JobSpec, assignments: Mapping[str, Any]) -> JobSpec:
     return spec_from_dict(data, source=spec.source)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    where = str(path)
-    if path.is_dir():
-        raise SpecError("", "is a directory (expected a YAML job spec file)", where)
+def _read_bytes(path: Path, where: str) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_SPEC_BYTES`; a one-line SpecError otherwise.
+
+    Checked with stat before opening, and opened non-blocking, so that a FIFO, a device
+    (``/dev/zero``) or a symlink loop ends in an error at once instead of a hang or a
+    read without end.
+    """
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)
     except FileNotFoundError:
         raise SpecError("", "file not found", where) from None
     except OSError as err:
-        raise SpecError("", f"cannot read ({err.strerror})", where) from None
+        raise SpecError("", _os_problem(err), where) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError("", "is a directory (expected a YAML job spec file)", where)
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError("", f"is {_file_kind(info.st_mode)}, not a regular file (expected a YAML job spec file)", where)
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError("", f"is {info.st_size} bytes (allowed: a spec file of at most {MAX_SPEC_BYTES} bytes)", where)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SpecError("", "file not found", where) from None
+    except OSError as err:
+        raise SpecError("", _os_problem(err), where) from None
+    try:
+        info = os.fstat(fd)  # what was opened, if the file was swapped since the stat above
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("", f"is {_file_kind(info.st_mode)}, not a regular file (expected a YAML job spec file)",
+                            where)
+        chunks, size = [], 0
+        while size <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, MAX_SPEC_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise SpecError("", _os_problem(err), where) from None
+    finally:
+        os.close(fd)
+    if size > MAX_SPEC_BYTES:  # it grew since the stat
+        raise SpecError("", f"is more than {MAX_SPEC_BYTES} bytes (allowed: a spec file of at most "
+                        f"{MAX_SPEC_BYTES} bytes)", where)
+    return b"".join(chunks)
+
+
+def _os_problem(err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links; expected a YAML job spec file)"
+    if err.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    return f"cannot read ({err.strerror or type(err).__name__})"
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    where = str(path)
+    raw = _read_bytes(path, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -297,6 +438,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                         where) from None
     try:
         doc = parse_yaml(text)
+    except SpecError as err:  # a duplicate key
+        raise err.with_file(where) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
@@ -304,26 +447,33 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             line = f"line {text.count(chr(10), 0, err.position) + 1}: "
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         if isinstance(err, yaml.constructor.ConstructorError):
-            problem = f"{problem} (YAML tags that construct objects are not allowed)"
-        raise SpecError("", f"{line}YAML error: {problem}", where) from None
+            problem = f"{_cut(problem, 160)} (YAML tags that construct objects are not allowed)"
+        raise SpecError("", f"{line}YAML error: {_cut(problem, 200)}", where) from None
     if doc is None:
         raise SpecError("", "empty file (expected a mapping of spec keys)", where)
     if not isinstance(doc, dict):
         raise SpecError("", f"top level must be a mapping of spec keys (got {_kind(doc)})", where)
     for key in doc:
         if not isinstance(key, str):
-            raise SpecError(str(key), "keys must be strings", where)
+            raise SpecError(_show(key), "keys must be strings", where)
     return doc
 
 
 def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ...]
                        ) -> tuple[dict, dict[str, str]]:
     """``chain`` holds the resolved files that extend this one (to find cycles), ``names`` the same as written."""
-    resolved = path.resolve()
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise SpecError("extends", f"chain of more than {MAX_EXTENDS_DEPTH} files (allowed: at most "
+                        f"{MAX_EXTENDS_DEPTH} levels of extends)", names[-1])
+    doc = _read_yaml(path)  # first: a symlink loop or a FIFO is reported before resolve() meets it
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise SpecError("", _os_problem(OSError(errno.ELOOP, "loop")), str(path)) from None
     if resolved in chain:
         cycle = " -> ".join((*names, str(path)))
-        raise SpecError("extends", f"cycle {cycle} (a file must not extend itself, directly or not)", names[-1])
-    doc = _read_yaml(path)
+        raise SpecError("extends", _cut(f"cycle {cycle}", 160)
+                        + " (a file must not extend itself, directly or not)", names[-1])
     base_ref = doc.pop("extends", None)
     origins: dict[str, str] = {}
     if base_ref is None:
@@ -332,10 +482,17 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ..
         if not isinstance(base_ref, str) or not base_ref.strip():
             raise SpecError("extends", f"must be a path to a site defaults file (got {_kind(base_ref)}; "
                             "allowed: a path relative to this file)", str(path))
+        if len(base_ref) > 1024 or _CONTROL_RE.search(base_ref):
+            raise SpecError("extends", f"invalid path {_show(base_ref)} (allowed: a path relative to this file, "
+                            "one line, at most 1024 characters)", str(path))
         base_path = path.parent / base_ref
-        if not base_path.exists():
-            raise SpecError("extends", f"file not found: {base_ref} (looked for {base_path}; "
-                            "allowed: a path relative to this file)", str(path))
+        try:
+            os.stat(base_path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SpecError("extends", f"file not found: {_cut(base_ref, 60)} (looked for {_cut(str(base_path), 80)}; "
+                            "allowed: a path relative to this file)", str(path)) from None
+        except OSError:
+            pass  # a symlink loop, no permission: _read_yaml says so, naming the file
         merged, origins = _load_with_extends(base_path, chain + (resolved,), names + (str(path),))
     _deep_merge(merged, doc, origins, str(path), prefix="")
     return merged, origins
@@ -368,13 +525,15 @@ def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
 
 
 def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -> None:
-    where = f"{file} (--set {item})"
+    where = f"{file} (--set {_cut(item, 80)})"
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or not all(key.split(".")):
         raise SpecError("", "expected dotted.key=value (e.g. --set resources.time=01:00:00)", where)
     try:
         value = parse_yaml(text) if text.strip() else None
+    except SpecError as err:  # a duplicate key inside the value
+        raise SpecError(_cut(f"{key}.{err.key}", 100), err.message, where) from None
     except yaml.constructor.ConstructorError:
         raise SpecError(key, "YAML tags that construct objects are not allowed (allowed: plain YAML values)",
                         where) from None
@@ -395,8 +554,8 @@ def _set_dotted(data: dict, parts: list[str], value: Any, key: str, where: str) 
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SpecError(".".join(parts[: i + 1]), f"is {_kind(child)}, not a mapping "
-                            f"(cannot set {key} inside it)", where)
+            raise SpecError(_cut(".".join(parts[: i + 1]), 80), f"is {_kind(child)}, not a mapping "
+                            f"(cannot set {_cut(key, 80)} inside it)", where)
         node = child
     node[parts[-1]] = value
 
@@ -424,21 +583,25 @@ def _check_keys(value: Mapping, prefix: str, valid: Iterable[str]) -> None:
     for name in value:
         if name not in valid:
             dotted = f"{prefix}.{name}" if prefix else str(name)
-            raise SpecError(dotted, f"unknown key (valid: {', '.join(valid)})")
+            raise SpecError(_cut(dotted, 80), f"unknown key (valid: {', '.join(valid)})")
 
 
 def _choice(section: Mapping, prefix: str, key: str, choices: Sequence[str], default: str) -> str:
     value = section.get(key, default)
     if value not in choices:
-        raise SpecError(f"{prefix}.{key}", f"unknown value {value!r} (allowed: {', '.join(choices)})")
+        raise SpecError(f"{prefix}.{key}", f"unknown value {_show(value)} (allowed: {', '.join(choices)})")
     return value
 
 
-def _count(section: Mapping, prefix: str, key: str, default: int, minimum: int = 1) -> int:
+def _count(section: Mapping, prefix: str, key: str, default: int, minimum: int = 1,
+           maximum: int | None = None, why: str = "") -> int:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise SpecError(f"{prefix}.{key}", f"must be {need} (got {_show(value)})")
+    if maximum is not None and value > maximum:
+        raise SpecError(f"{prefix}.{key}", f"must be at most {maximum} (got {_show(value)}; allowed: "
+                        f"{minimum} to {maximum}{why})")
     return value
 
 
@@ -451,13 +614,63 @@ def _unit(value: Any, key: str, parse: Callable[[Any], int], allowed: str) -> in
         raise SpecError(key, f"cannot parse {_show(value)} (allowed: {allowed})") from None
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML (``true``, not ``True``)."""
+def _cut(text: str, limit: int = _SHOW_LIMIT) -> str:
+    """``text``, or its first ``limit`` characters and ``...``."""
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def _show(value: Any, limit: int = _SHOW_LIMIT) -> str:
+    """A value as the user wrote it in YAML (``true``, not ``True``), cut to about ``limit`` characters.
+
+    Bounded in time and memory whatever the value: a long string or list is cut before it
+    is written out, an integer too long to print is described by its number of digits.
+    """
+    return _cut(_short_repr(value, limit + 1), limit)
+
+
+def _short_repr(value: Any, budget: int) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
-    return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() > 3 * budget + 8:  # surely longer than the budget (and maybe unprintable)
+            return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:budget])[:-1] + ("'" if len(value) <= budget else "")
+    if isinstance(value, (list, tuple, dict)):
+        items = value.items() if isinstance(value, dict) else value
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        out, used = [], 1
+        for item in items:
+            if used > budget:
+                out.append("...")
+                break
+            if isinstance(value, dict):
+                text = f"{_short_repr(item[0], budget - used)}: {_short_repr(item[1], budget - used)}"
+            else:
+                text = _short_repr(item, budget - used)
+            out.append(text)
+            used += len(text) + 2
+        return opening + ", ".join(out) + closing
+    return _cut(repr(value), budget)
+
+
+def _check_numbers(value: Any, key: str, depth: int = 0) -> None:
+    """Refuse integers outside what every consumer can hold (schedulers, numpy and torch seeds:
+    64 bits); found anywhere in the merged spec, before anything prints or converts them."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise SpecError(key, f"integer too large ({_show(value)}; allowed: at most {MAX_INT})")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_numbers(item, f"{key}.{name}" if key else str(name), depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{key}[{i}]", depth + 1)
 
 
 def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -> str:
@@ -466,7 +679,45 @@ def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -
     if _CONTROL_RE.search(value):
         raise SpecError(key, f"contains a newline or control character (allowed: {allowed})")
     if not pattern.match(value):
-        raise SpecError(key, f"invalid value {value!r} (allowed: {allowed})")
+        raise SpecError(key, f"invalid value {_show(value)} (allowed: {allowed})")
+    return value
+
+
+# Paths and env values go into double-quoted shell words ("..."): there only $NAME and
+# ${NAME} may expand. Any other '$' could start an expansion that evaluates text: $(...)
+# and `...` run commands, and $[X] or $((X)) evaluate X's *value* as arithmetic, where an
+# array subscript such as a[$(cmd)] runs cmd. So a lone '$' is refused too: with D: "$",
+# X: "a[${D}(cmd)]" and Y: "$[X]" three harmless-looking values would compose into a command.
+_SHELL_REF_RE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+_MAX_SHELL_TEXT = 4096
+PATH_ALLOWED = "allowed: a path, $VAR or ${VAR}"
+PATH_NO_COMMANDS = "allowed: a path, $VAR or ${VAR}; no commands or quotes"
+
+
+def _shell_text(value: str, key: str) -> str:
+    """Refuse anything in a double-quoted shell word but literal text, $NAME and ${NAME}."""
+    if len(value) > _MAX_SHELL_TEXT:
+        raise SpecError(key, f"is {len(value)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
+    if _CONTROL_RE.search(value):
+        raise SpecError(key, f"contains a newline or control character ({PATH_ALLOWED})")
+    rest = _SHELL_REF_RE.sub("", value)
+    dollar = rest.find("$")
+    if dollar >= 0:
+        after = rest[dollar + 1: dollar + 2]
+        if after == "(":
+            raise SpecError(key, f"contains '$(' ({PATH_NO_COMMANDS})")
+        if after == "{":
+            end = rest.find("}", dollar)
+            snippet = _cut(rest[dollar: end + 1] if end >= 0 else rest[dollar:], 16)
+        else:
+            snippet = rest[dollar: dollar + 2]
+        raise SpecError(key, f"contains {snippet!r}, which is not $NAME or ${{NAME}} ({PATH_NO_COMMANDS})")
+    for bad in _PATH_FORBIDDEN:
+        if bad in value:
+            raise SpecError(key, f"contains {bad!r} ({PATH_NO_COMMANDS})")
+    # A stray brace would end the ${CLUSTER_RUN_DIR:-...} expansion the script wraps runs_dir in.
+    if re.search(r"[{}]", rest):
+        raise SpecError(key, f"contains '{{' or '}}' outside ${{VAR}} ({PATH_ALLOWED})")
     return value
 
 
@@ -474,16 +725,46 @@ def _safe_path(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise SpecError(key, f"must be a path string (got {_kind(value)})")
     if not value.strip():
-        raise SpecError(key, "is empty (allowed: a path, $VAR or ${VAR})")
-    if _CONTROL_RE.search(value):
-        raise SpecError(key, "contains a newline or control character (allowed: a path, $VAR or ${VAR})")
-    for bad in _PATH_FORBIDDEN:
-        if bad in value:
-            raise SpecError(key, f"contains {bad!r} (allowed: a path, $VAR or ${{VAR}}; no commands or quotes)")
-    # A stray brace would end the ${CLUSTER_RUN_DIR:-...} expansion the script wraps runs_dir in.
-    if re.search(r"[{}]", _PATH_VAR_RE.sub("", value)):
-        raise SpecError(key, "contains '{' or '}' outside ${VAR} (allowed: a path, $VAR or ${VAR})")
+        raise SpecError(key, f"is empty ({PATH_ALLOWED})")
+    _shell_text(value, key)
+    if value.startswith("-"):
+        # mkdir -p "$TMPDIR", "$PYTHON" -m train: a leading '-' would be read as an option.
+        raise SpecError(key, f"starts with '-' (allowed: a path that does not start with '-'; write ./{_cut(value, 40)})")
+    if value.startswith("~") and not (value == "~" or value.startswith("~/")):
+        # The script expands ~ and ~/ (as $HOME); ~user/... would stay a literal directory name.
+        raise SpecError(key, f"starts with {_cut(value.split('/')[0], 20)!r} (allowed: ~ or ~/ at the start, "
+                        "$VAR, ${VAR}; ~user is not expanded)")
     return value
+
+
+# environment.env names that the toolkit, the scheduler or bash own. PATH, LD_LIBRARY_PATH,
+# HOME, PYTHONPATH, CUDA_* and the like stay allowed: users set them on purpose.
+_ENV_RESERVED_PREFIXES = ("CLUSTER_", "SLURM_", "PBS_", "SUBMITIT_", "BASH_")
+_ENV_RESERVED = frozenset({
+    # bash: read-only (an assignment fails) or special (it changes how the script itself runs)
+    "BASH", "BASHOPTS", "BASHPID", "SHELLOPTS", "EUID", "UID", "PPID", "GROUPS", "IFS", "ENV", "PS4",
+    "POSIXLY_CORRECT", "CDPATH", "GLOBIGNORE", "LINENO", "RANDOM", "SRANDOM", "SECONDS",
+    "EPOCHSECONDS", "EPOCHREALTIME", "OPTIND", "OPTARG", "PIPESTATUS", "FUNCNAME", "DIRSTACK",
+    "PWD", "OLDPWD", "HISTFILE",
+    # the script's own, or set per task by the toolkit
+    "TMPDIR", "JOB_ID", "RUN_DIR", "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+})
+
+
+def _env_name(var: Any, key: str) -> str:
+    if not isinstance(var, str):
+        raise SpecError(key, f"must be a string (got {_kind(var)})")
+    _safe_string(var, key, _ENV_NAME_RE, "NAME of letters, digits, '_'")
+    if len(var) > 128:
+        raise SpecError(key, f"is {len(var)} characters long (allowed: a NAME of at most 128)")
+    if var == "TMPDIR":
+        raise SpecError(key, "is reserved (allowed: set TMPDIR with environment.tmpdir)")
+    if var.startswith(_ENV_RESERVED_PREFIXES) or var in _ENV_RESERVED:
+        prefix = next((p for p in _ENV_RESERVED_PREFIXES if var.startswith(p)), None)
+        owner = f"names starting with {prefix} belong to the toolkit, the scheduler or bash" if prefix else \
+            "bash, the job script or the toolkit sets it"
+        raise SpecError(key, f"is reserved ({owner}; allowed: other NAMEs, e.g. PATH or OMP_NUM_THREADS)")
+    return var
 
 
 def _string_list(value: Any, key: str) -> tuple[str, ...]:
@@ -493,17 +774,73 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list):
         raise SpecError(key, f"must be a list of strings (got {_kind(value)})")
+    if len(value) > MAX_LIST_ITEMS:
+        raise SpecError(key, f"has {len(value)} items (allowed: at most {MAX_LIST_ITEMS})")
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise SpecError(f"{key}[{i}]", f"must be a string (got {_kind(item)})")
+        if len(item) > _MAX_SHELL_TEXT:
+            raise SpecError(f"{key}[{i}]", f"is {len(item)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
         if _CONTROL_NOT_TAB_RE.search(item):
             raise SpecError(f"{key}[{i}]", "contains a newline or control character (allowed: one line per item)")
     return tuple(value)
 
 
+MAX_CPUS_PER_TASK = 1024
+MAX_TASKS_PER_NODE = 1024
+MAX_GPUS_PER_NODE = 64
+MAX_NODES = 100_000
+MAX_REQUEUES = 1000
+MAX_SIGNAL_SECONDS = 65535  # Slurm's --signal=SIG@N takes at most 65535 seconds
+MAX_QUEUE_CHARS = 64
+MAX_SWEEP_POINTS = 1000  # Slurm's default MaxArraySize is 1001 (indexes 0-1000)
+MAX_LIST_ITEMS = 1000
+
+
+def _spec_walltime(value: Any) -> int:
+    """:func:`parse_walltime`, bounded: a walltime of more than a year is refused."""
+    if isinstance(value, str) and len(value.strip()) > 40:
+        if re.fullmatch(r"[\d:\-\s]+", value):
+            raise ValueError(f"must be at most {MAX_WALLTIME_SECONDS // 86400} days")
+        raise ValueError
+    seconds = parse_walltime(value)
+    if seconds > MAX_WALLTIME_SECONDS:
+        raise ValueError(f"must be at most {MAX_WALLTIME_SECONDS // 86400} days")
+    return seconds
+
+
+def _lookup(data: Any, key: str) -> Any:
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def _train_config(data: dict) -> TrainConfig:
+    """``TrainConfig.from_dict`` (the contract's), with its messages kept short: it echoes values whole."""
+    train_data = data.get("train") or {}
+    try:
+        return TrainConfig.from_dict(train_data)
+    except SpecError as err:
+        key, message = err.key, err.message
+        if len(message) > 200:
+            try:
+                value = _lookup(data, key)
+                written = list(value) if isinstance(value, tuple) else value
+                described = repr(written) if isinstance(written, str) else str(written)
+                if described in message:
+                    message = message.replace(described, _show(value), 1)
+            except KeyError:
+                pass
+        raise SpecError(_cut(key, 100), _cut(message, 220), err.file) from None
+
+
 def _build(data: dict, source: str) -> JobSpec:
     top_keys = ("name", "scheduler", "resources", "environment", "output", "train", "sweep")
     _check_keys(data, "", top_keys)
+    _check_numbers(data, "")
     if "name" not in data:
         raise SpecError("name", "missing (a job name: letters, digits, '.', '_', '-')")
     name = _safe_string(data["name"], "name", _NAME_RE, "letters, digits, '.', '_', '-', at most 64")
@@ -515,8 +852,9 @@ def _build(data: dict, source: str) -> JobSpec:
         slurm_gpu_flag=_choice(s, "scheduler", "slurm_gpu_flag", SLURM_GPU_FLAGS, "gres"),
         extra_directives=_string_list(s.get("extra_directives"), "scheduler.extra_directives"),
         skip_directives=_string_list(s.get("skip_directives"), "scheduler.skip_directives"),
-        max_requeues=_count(s, "scheduler", "max_requeues", 3, minimum=0),
-        signal_seconds=_count(s, "scheduler", "signal_seconds", 120, minimum=0),
+        max_requeues=_count(s, "scheduler", "max_requeues", 3, minimum=0, maximum=MAX_REQUEUES),
+        signal_seconds=_count(s, "scheduler", "signal_seconds", 120, minimum=0, maximum=MAX_SIGNAL_SECONDS,
+                              why="; Slurm's --signal takes at most 65535 seconds"),
     )
 
     r = _section(data, "resources", ("queue", "account", "nodes", "tasks_per_node", "gpus_per_node",
@@ -524,20 +862,23 @@ def _build(data: dict, source: str) -> JobSpec:
     for key in ("queue", "account"):
         if r.get(key) is not None:
             _safe_string(r[key], f"resources.{key}", _QUEUE_RE, "letters, digits, '.', '_', '-', '@'")
+            if len(r[key]) > MAX_QUEUE_CHARS:
+                raise SpecError(f"resources.{key}", f"is {len(r[key])} characters long (allowed: at most "
+                                f"{MAX_QUEUE_CHARS})")
     mem_mb = time_seconds = None
     if r.get("mem") is not None:
         mem_mb = _unit(r["mem"], "resources.mem", parse_memory,
                        "16G, 16GB, 16GiB, 500M, or a plain number of GB")
     if r.get("time") is not None:
-        time_seconds = _unit(r["time"], "resources.time", parse_walltime,
+        time_seconds = _unit(r["time"], "resources.time", _spec_walltime,
                              "HH:MM:SS, D-HH:MM:SS, or minutes")
     resources = Resources(
         queue=r.get("queue"),
         account=r.get("account"),
-        nodes=_count(r, "resources", "nodes", 1),
-        tasks_per_node=_count(r, "resources", "tasks_per_node", 1),
-        gpus_per_node=_count(r, "resources", "gpus_per_node", 0, minimum=0),
-        cpus_per_task=_count(r, "resources", "cpus_per_task", 1),
+        nodes=_count(r, "resources", "nodes", 1, maximum=MAX_NODES),
+        tasks_per_node=_count(r, "resources", "tasks_per_node", 1, maximum=MAX_TASKS_PER_NODE),
+        gpus_per_node=_count(r, "resources", "gpus_per_node", 0, minimum=0, maximum=MAX_GPUS_PER_NODE),
+        cpus_per_task=_count(r, "resources", "cpus_per_task", 1, maximum=MAX_CPUS_PER_TASK),
         mem_mb=mem_mb,
         time_seconds=time_seconds,
     )
@@ -550,11 +891,14 @@ def _build(data: dict, source: str) -> JobSpec:
     if not isinstance(env_map, dict):
         raise SpecError("environment.env", f"must be a mapping of NAME: value (got {_kind(env_map)})")
     env_pairs = []
+    if len(env_map) > MAX_LIST_ITEMS:
+        raise SpecError("environment.env", f"has {len(env_map)} variables (allowed: at most {MAX_LIST_ITEMS})")
     for var, value in env_map.items():
-        _safe_string(var, f"environment.env.{var}", _ENV_NAME_RE, "NAME of letters, digits, '_'")
+        key = f"environment.env.{_cut(str(var), 60)}"
+        _env_name(var, key)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise SpecError(f"environment.env.{var}", f"must be a string or number (got {_kind(value)})")
-        env_pairs.append((var, _safe_path(str(value), f"environment.env.{var}")))
+            raise SpecError(key, f"must be a string or number (got {_kind(value)})")
+        env_pairs.append((var, _shell_text(str(value), key)))
     environment = Environment(
         modules=modules,
         tmpdir=_safe_path(e["tmpdir"], "environment.tmpdir") if e.get("tmpdir") is not None
@@ -570,7 +914,7 @@ def _build(data: dict, source: str) -> JobSpec:
     train_data = data.get("train")
     if train_data is not None and not isinstance(train_data, dict):
         raise SpecError("train", f"must be a mapping (got {_kind(train_data)})")
-    train = TrainConfig.from_dict(train_data or {})
+    train = _train_config(data)
 
     sweep = _parse_sweep(data.get("sweep"))
     spec = JobSpec(name=name, scheduler=scheduler, resources=resources, environment=environment,
@@ -588,13 +932,20 @@ def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         raise SpecError("sweep", "must be a mapping of dotted.key: [values] (e.g. train.lr: [0.001, 0.0003])")
     grid = []
     for key, values in value.items():
+        where = f"sweep.{_cut(str(key), 60)}"
         if not isinstance(key, str) or key.split(".")[0] != "train":
             # One sweep is one array job, whose tasks share the job's resources and environment.
-            raise SpecError(f"sweep.{key}", "sweep keys must be dotted keys under train "
+            raise SpecError(where, "sweep keys must be dotted keys under train "
                             "(the tasks of one array job share its resources)")
         if not isinstance(values, list) or not values:
-            raise SpecError(f"sweep.{key}", f"must be a non-empty list of values (got {_kind(values)})")
+            raise SpecError(where, f"must be a non-empty list of values (got {_kind(values)})")
         grid.append((key, tuple(values)))
+    points = 1
+    for _, values in grid:
+        points *= len(values)
+        if points > MAX_SWEEP_POINTS:
+            raise SpecError("sweep", f"gives more than {MAX_SWEEP_POINTS} combinations (allowed: at most "
+                            f"{MAX_SWEEP_POINTS} tasks in one array job)")
     return tuple(grid)
 
 
@@ -605,4 +956,4 @@ def _check_sweep_point(spec: JobSpec, key: str, value: Any) -> None:
     try:
         _build(data, spec.source)
     except SpecError as err:
-        raise SpecError(f"sweep.{key}", f"value {value!r}: {err.message}") from None
+        raise SpecError(f"sweep.{_cut(key, 60)}", f"value {_show(value, 40)}: {err.message}") from None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
-import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,32 +18,21 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 SUBMIT_ERRORS = (FailedSubmissionError, FailedJobError)
 """What submitit raises when the scheduler refuses a job (its text carries the scheduler's output)."""
 
-from cluster import shell
+from cluster import backends
 from cluster.errors import ClusterError, SchedulerError
 from cluster.job import TrainJob
 from cluster.runs import TERMINAL_STATES, Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec
+from train.contract import CHECKPOINT_DIR, SPEC_FILE
 
 
 def resolve_executor(spec: JobSpec, requested: str | None) -> str:
-    """``slurm``, ``pbs`` or ``local``: the command line's choice, else the spec's, ``auto`` detected."""
-    kind = requested or spec.scheduler.kind
-    return shell.detect_scheduler() if kind == "auto" else kind
+    """The backend kind: the command line's choice, else the spec's, ``auto`` detected."""
+    return backends.resolve(requested or spec.scheduler.kind).kind
 
 
 def make_executor(kind: str, spec: JobSpec, run_dir: Path, **kwargs: Any) -> submitit.Executor:
-    folder = run_dir / "logs"
-    if kind == "slurm":
-        from cluster.executors import SlurmExecutor
-
-        return SlurmExecutor(folder, spec, run_dir, **kwargs)
-    if kind == "pbs":
-        from cluster.pbs.executor import PBSExecutor
-
-        return PBSExecutor(folder, spec=spec, run_dir=run_dir, **kwargs)
-    from cluster.executors import local_executor
-
-    return local_executor(folder, spec, run_dir)
+    return backends.get(kind).executor(spec, run_dir, **kwargs)
 
 
 def _scheduler_message(err: Exception) -> str:
@@ -78,7 +65,7 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
     """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys)."""
     run = Run(run_dir or new_run_dir(spec.output.runs_dir, spec.name))
     write_atomic(run.spec_path, spec.to_yaml())
-    (run.path / "checkpoints").mkdir(exist_ok=True)
+    (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
     run.logs_dir.mkdir(exist_ok=True)
 
     def init(record: dict[str, Any]) -> None:
@@ -86,7 +73,7 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
             "run_id": run.id, "name": spec.name, "scheduler": kind, "pbs_flavor": spec.scheduler.pbs_flavor,
             "created": now_iso(), "state": "submitting", "jobs": [], "attempts": [], "requeues": 0,
             "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
-            "epochs": spec.train.epochs, "spec": "spec.yaml",
+            "epochs": spec.train.epochs, "spec": SPEC_FILE,
         })
         record.update(extra or {})
 
@@ -128,9 +115,8 @@ def resume(run: Run) -> str:
         raise ClusterError(f"{run.path}: already completed; nothing to resume")
     record = run.read()
     spec = load_spec(run.spec_path)
-    kind = record.get("scheduler", "local")
     with scheduler_refusals():
-        job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
+        job = make_executor(run.scheduler(record), spec, run.path).submit(TrainJob(str(run.path)))
     _copy_script(job, run)
     run.add_job(job.job_id, "resume")
     return job.job_id
@@ -143,16 +129,8 @@ def cancel(run: Run) -> str | None:
     row = rows_for([run])[0]
     if row.state in TERMINAL_STATES or not row.job_id:
         return None
-    kind = run.read().get("scheduler", "local")
-    if kind == "slurm":
-        shell.run(["scancel", row.job_id])
-    elif kind == "pbs":
-        shell.run(["qdel", row.job_id])
-    else:
-        try:
-            os.kill(int(row.job_id), signal.SIGTERM)  # the controller forwards it to the task
-        except (ProcessLookupError, ValueError):
-            pass
+    backends.get(run.scheduler()).cancel(row.job_id, run)
+
     def cancelled(record: dict[str, Any]) -> None:
         # Marked on the job itself: an attempt starting at this moment must not undo it.
         record["jobs"][-1]["cancelled"] = now_iso()

@@ -10,22 +10,25 @@ A task that times out requeues alone (``scontrol requeue <array>_<task>``).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
 
+from cluster import backends
+from cluster.backends.base import poll
 from cluster.errors import SpecError
 from cluster.job import TrainJob
 from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec, apply_overrides, parse_yaml
-from cluster.submit import make_executor, prepare_run, resolve_executor, scheduler_refusals
+from cluster.submit import prepare_run, scheduler_refusals
+from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
@@ -88,70 +91,72 @@ class LocalSweepJob(TrainJob):
     def __call__(self) -> list[dict[str, Any]]:
         results = []
         for run_dir in self.run_dirs:
-            if (Path(run_dir) / "summary.json").exists():
+            if (Path(run_dir) / SUMMARY_FILE).exists():
                 continue  # done before a requeue
             self.run_dir = run_dir
             results.append(super().__call__())
         return results
 
 
-def submit_sweep(spec: JobSpec, args: argparse.Namespace) -> int:
+@dataclass
+class Sweep:
+    """A submitted sweep: its directory, backend kind, array job id and task runs."""
+
+    path: Path
+    kind: str
+    job_id: str
+    runs: list[Run]
+
+
+def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = None) -> Sweep:
     """Create the sweep's run directories and submit them as one array job."""
-    grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(args.sweep)
+    grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(sweep_args)
     for key, _ in grid:
         if not key.startswith("train."):
             raise SpecError(f"--sweep {key}", "sweep keys must be dotted keys under train "
                             "(the tasks of one array job share its resources)", spec.source)
     points = grid_points(grid)
-    kind = resolve_executor(spec, args.executor)
+    backend = backends.resolve(executor or spec.scheduler.kind)
     sweep_dir = new_run_dir(spec.output.runs_dir, f"{spec.name}-sweep")
 
     def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
         index, point = task
         task_dir = sweep_dir / _task_name(index, point)
         task_dir.mkdir()
-        return prepare_run(apply_overrides(spec, point), kind, task_dir, extra={
-            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": str(sweep_dir / "logs")})
+        return prepare_run(apply_overrides(spec, point), backend.kind, task_dir, extra={
+            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": str(sweep_dir / LOGS_DIR)})
 
     try:
         runs = _for_each_task(prepare_task, enumerate(points))
-        executor = make_executor(kind, spec, sweep_dir, **({"array_parallelism": ARRAY_PARALLELISM}
-                                                            if kind == "slurm" else {}))
+        array = backend.executor(spec, sweep_dir, array_parallelism=ARRAY_PARALLELISM)
         with scheduler_refusals("sweep"):
-            if kind == "local":
-                jobs = [executor.submit(LocalSweepJob([str(r.path) for r in runs]))] * len(runs)
+            if backend.runs_arrays:
+                with array.batch():
+                    jobs = [array.submit(TrainJob(str(r.path))) for r in runs]
             else:
-                with executor.batch():
-                    jobs = [executor.submit(TrainJob(str(r.path))) for r in runs]
+                jobs = [array.submit(LocalSweepJob([str(r.path) for r in runs]))] * len(runs)
     except BaseException:
         shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
     _for_each_task(lambda task: task[0].add_job(task[1].job_id, "submit"), zip(runs, jobs))
     array_id = jobs[0].job_id.split("_")[0]
-    script = sweep_dir / "logs" / f"{array_id}_submission.sh"
+    script = sweep_dir / LOGS_DIR / f"{array_id}_submission.sh"
     if script.exists():
         text = script.read_text()
         _for_each_task(lambda run: write_atomic(run.script_path, text), [Run(sweep_dir)] + runs)
-    write_atomic(sweep_dir / "sweep.json", json.dumps({
-        "name": spec.name, "scheduler": kind, "created": now_iso(), "job_id": array_id,
+    write_atomic(sweep_dir / SWEEP_JSON, json.dumps({
+        "name": spec.name, "scheduler": backend.kind, "created": now_iso(), "job_id": array_id,
         "grid": {k: v for k, v in grid},
         "tasks": [{"index": i, "point": p, "run_dir": r.path.name, "job_id": j.job_id}
                   for i, (p, r, j) in enumerate(zip(points, runs, jobs))],
     }, indent=2) + "\n")
-    print(f"sweep {sweep_dir.name}: {len(points)} tasks submitted to {kind} as array job {array_id}")
-    print(f"  sweep directory: {sweep_dir}")
-    print(f"  status: cluster status {sweep_dir}   collect: cluster collect {sweep_dir}")
-    if not args.wait:
-        return 0
+    return Sweep(sweep_dir, backend.kind, array_id, runs)
+
+
+def wait_for_sweep(sweep: Sweep, interval: float = 2.0) -> list:
+    """Wait until every task has ended; their final status rows."""
     from cluster.runs import TERMINAL_STATES
     from cluster.status import rows_for
-    import time
 
-    while True:
-        rows = rows_for(runs)
-        if all(r.state in TERMINAL_STATES for r in rows):
-            break
-        time.sleep(2)
-    for row in rows:
-        print(f"  {row.run_id}: {row.state}")
-    return 0 if all(r.state == "completed" for r in rows) else 1
+    return poll(lambda: rows_for(sweep.runs), lambda rows: all(r.state in TERMINAL_STATES for r in rows),
+                interval=interval)

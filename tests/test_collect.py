@@ -74,7 +74,7 @@ def make_run(root: Path, run_id: str, *, epochs: int = 3, done: int = 3, auc_end
 def test_collect_one_completed_run(tmp_path, capsys):
     run = make_run(tmp_path / "runs", "smoke-20261127-101500-ab12cd", lr=0.003)
     dest = tmp_path / "results"
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
 
     out = dest / run.id
     for name in ("checkpoints/final.pt", "checkpoints/best.pt", "metrics.jsonl", "spec.yaml", "submitted.sh",
@@ -107,9 +107,9 @@ def test_collect_one_completed_run(tmp_path, capsys):
 def test_collect_twice_is_safe(tmp_path):
     run = make_run(tmp_path / "runs", "smoke-a")
     dest = tmp_path / "results"
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
     first = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.name != "summary.json"}
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
     second = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.name != "summary.json"}
     assert first.keys() == second.keys()
     assert {k: v for k, v in first.items() if k.name != "curves.png"} == \
@@ -118,14 +118,14 @@ def test_collect_twice_is_safe(tmp_path):
 
     # A changed source file is copied again, not skipped.
     (run.path / "checkpoints" / "best.pt").write_bytes(b"a newer best")
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
     assert (dest / run.id / "checkpoints" / "best.pt").read_bytes() == b"a newer best"
 
 
 def test_collect_running_run_says_so(tmp_path, capsys):
     run = make_run(tmp_path / "runs", "smoke-live", epochs=5, done=2, live=True, torn_line=True)
     dest = tmp_path / "results"
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
     printed = capsys.readouterr().out
     assert "still running" in printed and "collect again when it ends" in printed
 
@@ -144,7 +144,7 @@ def test_collect_failed_run_without_metrics(tmp_path, capsys):
     run = make_run(tmp_path / "runs", "smoke-dead", epochs=3, done=0)
     run.update(lambda r: r.update(state="running"))  # the job died without recording its end
     dest = tmp_path / "results"
-    assert collect([str(run.path)], str(dest)) == 0
+    assert collect([str(run.path)], str(dest), print) == 0
     printed = capsys.readouterr().out
     assert "failed" in printed and "without a summary" in printed
     collected = json.loads((dest / run.id / "summary.json").read_text())
@@ -161,7 +161,7 @@ def test_sweep_comparison_sorted_by_metric(tmp_path, capsys):
         make_run(sweep, task, auc_end=auc, lr=lr)
     live = make_run(sweep, "3", epochs=5, done=1, live=True, auc_end=0.99, lr=0.03)  # val_auc 0.79 so far
     dest = tmp_path / "results"
-    assert collect([str(sweep)], str(dest), metric="val_auc") == 0
+    assert collect([str(sweep)], str(dest), print, metric="val_auc") == 0
 
     with open(dest / "comparison.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -184,7 +184,7 @@ def test_comparison_lower_is_better_for_loss(tmp_path):
     (runs[0].path / "summary.json").write_text(json.dumps({"val_loss": 0.2, "val_auc": 0.7}))
     (runs[1].path / "summary.json").write_text(json.dumps({"val_loss": 0.4, "val_auc": 0.9}))
     dest = tmp_path / "results"
-    assert collect([str(r.path) for r in runs], str(dest), metric="val_loss") == 0
+    assert collect([str(r.path) for r in runs], str(dest), print, metric="val_loss") == 0
     with open(dest / "comparison.csv") as handle:
         assert [r["run_id"] for r in csv.DictReader(handle)] == ["r0", "r1"]
 
@@ -194,7 +194,7 @@ def test_without_matplotlib_the_plot_is_skipped(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an import finds when it is not installed
     run = make_run(tmp_path / "runs", "smoke-noplot")
-    assert collect([str(run.path)], str(tmp_path / "results")) == 0
+    assert collect([str(run.path)], str(tmp_path / "results"), print) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("matplotlib")]
     assert len(lines) == 1 and "skipping curves.png" in lines[0]
     assert not (tmp_path / "results" / run.id / "curves.png").exists()

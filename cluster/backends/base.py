@@ -1,8 +1,37 @@
-"""What every backend shares: the job facts a scheduler reports."""
+"""What every backend is: the Backend interface, the job facts a scheduler reports, and the
+one way to run a scheduler command.
+
+A backend answers, for one scheduler: is it here (:meth:`Backend.available`), the submitit
+executor for a run (:meth:`Backend.executor`), the batch-script directives
+(:meth:`Backend.directives` and friends, filled into the one template of
+:mod:`cluster.backends.script`), the state of many jobs at once (:meth:`Backend.query`),
+cancelling (:meth:`Backend.cancel`), what a job does after a checkpointed stop
+(:meth:`Backend.continue_job`), and its ``cluster doctor`` checks. Facts about a scheduler are
+class attributes, as in submitit (``prefix = "#SBATCH"``): callers never test a name.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+
+from cluster.errors import ClusterError, SchedulerError
+
+if TYPE_CHECKING:  # type names only: backends never import the spec loader at run time
+    import submitit
+
+    from cluster.backends.script import JobOptions
+    from cluster.runs import Run
+    from cluster.spec import JobSpec
+
+COMMAND_TIMEOUT = 60.0
+"""Seconds a scheduler command may take before it counts as not answering."""
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -14,3 +43,169 @@ class JobInfo:
     exit_code: str = ""
     elapsed_seconds: int | None = None
     reason: str = ""
+
+
+@dataclass
+class Check:
+    """One line of a ``cluster doctor`` report."""
+
+    status: str
+    """ok | warn | FAIL"""
+    name: str
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<5} {self.name}: {self.detail}"
+        return text + (f"\n      -> {self.hint}" if self.hint and self.status != "ok" else "")
+
+
+def run_command(cmd: list[str], *, timeout: float = COMMAND_TIMEOUT,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a scheduler command; on failure raise SchedulerError with its own stderr."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SchedulerError(cmd, 127, f"{cmd[0]}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise SchedulerError(cmd, 124, f"no answer within {timeout:.0f} s") from None
+    if check and proc.returncode != 0:
+        raise SchedulerError(cmd, proc.returncode, proc.stderr or proc.stdout)
+    return proc
+
+
+def answers(cmd: list[str], timeout: float = 10) -> bool:
+    """True when the command exists and exits 0 within ``timeout``."""
+    if shutil.which(cmd[0]) is None:
+        return False
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def poll(probe: Callable[[], T], done: Callable[[T], bool], *, interval: float,
+         timeout: float | None = None) -> T:
+    """Call ``probe`` every ``interval`` seconds until ``done(result)`` or ``timeout``; return the
+    last result (the caller tells a timeout from ``done`` being false)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        result = probe()
+        if done(result) or (deadline is not None and time.monotonic() >= deadline):
+            return result
+        time.sleep(interval)
+
+
+class Backend:
+    """One scheduler. Subclasses set the class attributes and override what they support."""
+
+    kind: str = ""
+    """The name in specs (``scheduler.kind``), ``--executor`` and ``run.json``."""
+    dialects: tuple[str, ...] = ()
+    """Script dialects ``cluster render --scheduler`` accepts for this backend (the first is
+    the default); empty for a backend that renders no script of its own."""
+    prefix: str = ""
+    """Directive prefix of its batch scripts (``#SBATCH``)."""
+    detect_order: int = 100
+    """``scheduler.kind: auto`` tries backends by this order; the local backend comes last."""
+    has_modules: bool = True
+    """Jobs run where the site's environment modules are (the local executor: this machine)."""
+    forgotten_job_is_dead: bool = False
+    """A job the scheduler no longer knows of cannot run again (the local controller)."""
+    runs_arrays: bool = True
+    """Sweeps go as one array job; otherwise one job trains the tasks in turn."""
+    continues_in_new_job: bool = False
+    """After a checkpointed stop the job submits its continuation (PBS) instead of requeueing."""
+
+    # --- presence
+    def available(self) -> bool:
+        """Its commands answer on this machine."""
+        return False
+
+    # --- scripts (pure: no I/O)
+    def dialect(self, spec: JobSpec, name: str | None) -> str:
+        """The dialect for ``name`` (one of :attr:`dialects`, or None for the spec's default)."""
+        return name or self.dialects[0]
+
+    def directives(self, spec: JobSpec, options: JobOptions, dialect: str) -> list[str]:
+        raise ClusterError(f"the {self.kind} backend renders no batch script")
+
+    def workdir_lines(self, dialect: str) -> list[str]:
+        return []
+
+    def requeue_lines(self, spec: JobSpec, dialect: str) -> list[str]:
+        """The standalone script's answer to the trainer's ``EXIT_REQUEUE``."""
+        return []
+
+    # --- submission and state
+    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> submitit.Executor:
+        raise NotImplementedError
+
+    def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
+        """What the scheduler says about each job, in as few commands as possible."""
+        raise NotImplementedError
+
+    def cancel(self, job_id: str, run: Run) -> None:
+        raise NotImplementedError
+
+    # --- inside the job
+    def job_environment(self, spec: JobSpec) -> None:
+        """What the batch script's prologue would have done, for backends that run no script."""
+
+    def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
+        """After a checkpointed stop: make the run go on (requeue, continuation job, restart).
+
+        Returns the id of a new job when one was submitted; may exit the process.
+        """
+        env._requeue(remaining)  # submitit: Slurm's scontrol requeue, the local controller's restart
+        return None
+
+    # --- cluster doctor
+    def doctor_checks(self, spec: JobSpec) -> list[Check]:
+        """The scheduler's own checks: its commands answer, the queue exists, accounting."""
+        return []
+
+    def probe_submit(self, script: Path) -> str:
+        """Submit ``cluster doctor --probe``'s script; its job id."""
+        raise ClusterError(f"the {self.kind} backend cannot run a probe job")
+
+    def probe_state(self, job_id: str) -> str | None:
+        """The scheduler's word for a live probe job, None once it has left the queue."""
+        return None
+
+    def inspect_hint(self, job_id: str) -> str:
+        return ""
+
+
+def submit_array(array_ex: submitit.Executor, delayed_submissions: list, job_class: type,
+                 timeout_min: float) -> list:
+    """Submit ``delayed_submissions`` as one array job of ``array_ex``; one submitit job per task.
+
+    As submitit does for Slurm: each task's pickle is written first under a temporary
+    name, the array is submitted once, then the pickles are renamed to ``<array>_<i>``.
+    """
+    import uuid
+
+    from submitit.core import utils
+
+    folder = utils.JobPaths.get_first_id_independent_folder(array_ex.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pickle_paths = []
+    for delayed in delayed_submissions:
+        path = folder / f"{uuid.uuid4().hex}.pkl"
+        delayed.set_timeout(timeout_min, array_ex.max_num_timeout)
+        delayed.dump(path)
+        pickle_paths.append(path)
+    array_ex.parameters["map_count"] = len(delayed_submissions)
+    first = array_ex._submit_command(array_ex._submitit_command_str)
+    parent = str(first.job_id).split("_")[0]
+    jobs = [job_class(folder=array_ex.folder, job_id=f"{parent}_{i}", tasks=list(range(first.num_tasks)))
+            for i in range(len(delayed_submissions))]
+    for job, path in zip(jobs, pickle_paths):
+        job.paths.move_temporary_file(path, "submitted_pickle")
+    return jobs
+
+
+def ids_of(job_ids: Iterable[str]) -> list[str]:
+    """Distinct non-empty job ids, sorted (one scheduler query asks for each once)."""
+    return sorted({str(j) for j in job_ids if j})

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main
-from cluster.render import JobOptions, render, render_script
-from cluster.render.common import EXIT_REQUEUE, EXIT_SETUP_FAILED
+from cluster.backends import render, render_script
+from cluster.backends.script import JobOptions
+from cluster.backends.script import EXIT_SETUP_FAILED
+from train.contract import EXIT_REQUEUE
 from cluster.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]

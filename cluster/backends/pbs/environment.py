@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from submitit.core.job_environment import JobEnvironment
 from submitit.slurm.slurm import _parse_node_list
 
-from cluster.pbs.jobid import PBSJobId
+from cluster.backends.pbs.jobid import PBSJobId
 
 __all__ = ["PBSJobEnvironment"]
 

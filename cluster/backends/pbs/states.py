@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cluster.runs import ALL_STATES
+from cluster.units import parse_duration_text as walltime_seconds
 
 __all__ = [
     "Flavor",
@@ -88,20 +89,6 @@ _TORQUE_CODES: dict[int, tuple[str, str, str]] = {
     -11: ("TIMEOUT", "timeout", "killed: walltime limit exceeded"),
     -12: ("FAILED", "failed", "killed: CPU time limit exceeded"),
 }
-
-
-def walltime_seconds(value: str | None) -> int | None:
-    """``"HH:MM:SS"`` (hours may exceed 24), ``"MM:SS"`` or seconds -> seconds; None if unreadable."""
-    if not value:
-        return None
-    try:
-        parts = [float(p) for p in value.strip().split(":")]
-    except ValueError:
-        return None
-    seconds = 0.0
-    for part in parts:
-        seconds = seconds * 60 + part
-    return int(seconds)
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -34,9 +34,9 @@ import time
 
 from submitit.core import core
 
-from cluster.pbs.jobid import PBSJobId, PBSOutputError
-from cluster.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
-from cluster.pbs.states import Flavor, status_from_attributes
+from cluster.backends.pbs.jobid import PBSJobId, PBSOutputError
+from cluster.backends.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
+from cluster.backends.pbs.states import Flavor, status_from_attributes
 
 __all__ = ["PBSInfoWatcher"]
 
@@ -87,7 +87,7 @@ class PBSInfoWatcher(core.InfoWatcher):
         return self.get_info(job_id, mode=mode).get("State") or "UNKNOWN"
 
     def normalised_state(self, job_id: str, mode: str = "standard") -> str:
-        """The project's state name for the job (see ``cluster.pbs.states.NORMAL_STATES``)."""
+        """The project's state name for the job (see ``cluster.backends.pbs.states.NORMAL_STATES``)."""
         return self.get_info(job_id, mode=mode).get("NormalisedState") or "unknown"
 
     def left_history(self, job_id: str, mode: str = "cache") -> bool:
@@ -118,6 +118,7 @@ class PBSInfoWatcher(core.InfoWatcher):
         return query
 
     def _make_command(self) -> list[str] | None:
+        """The qstat call for the watched jobs (submitit's InfoWatcher asks for it)."""
         query = self._query_ids()
         if not query:
             return None

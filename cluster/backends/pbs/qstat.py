@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cluster.pbs.jobid import PBSOutputError
-from cluster.pbs.states import Flavor
+from cluster.backends.pbs.jobid import PBSOutputError
+from cluster.backends.pbs.states import Flavor
 
 __all__ = [
     "parse_qstat_json",

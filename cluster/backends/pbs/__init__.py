@@ -10,11 +10,11 @@ Slurm's Torque-compatible commands (package slurm-wlm-torque) are covered by the
 "torque" flavor. Nothing here imports torch.
 """
 
-from cluster.pbs.environment import PBSJobEnvironment
-from cluster.pbs.jobid import PBSJobId, PBSOutputError, parse_qsub_output
-from cluster.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
-from cluster.pbs.states import NORMAL_STATES, Flavor, JobStatus, status_from_attributes
-from cluster.pbs.watcher import PBSInfoWatcher
+from cluster.backends.pbs.environment import PBSJobEnvironment
+from cluster.backends.pbs.jobid import PBSJobId, PBSOutputError, parse_qsub_output
+from cluster.backends.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
+from cluster.backends.pbs.states import NORMAL_STATES, Flavor, JobStatus, status_from_attributes
+from cluster.backends.pbs.watcher import PBSInfoWatcher
 
 __all__ = [
     "NORMAL_STATES",

@@ -1,8 +1,10 @@
 """A submitit executor for PBS Pro and Torque, registered as submitit's ``pbs`` plugin.
 
 Installing this project makes ``submitit.AutoExecutor(folder, cluster="pbs")`` find it
-(entry points in pyproject.toml). The script is rendered by :mod:`cluster.render`
-(PBS Pro ``select`` or Torque ``nodes=N:ppn=C`` from the flavour), submitted with
+(entry points in pyproject.toml); that path imports neither the spec loader nor the trainer
+(plain submitit parameters become a small :class:`PlainSpec`). The script is the project's
+template (:mod:`cluster.backends.script`; PBS Pro ``select`` or Torque ``nodes=N:ppn=C`` from
+the flavour), submitted with
 ``qsub`` and cancelled with ``qdel``; one ``qstat`` per refresh watches every job.
 
 PBS expands no job-id placeholder in ``-o``/``-e``, so the script itself sends its
@@ -21,16 +23,21 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from submitit.core import core, utils
 
-from cluster import shell
-from cluster.pbs.environment import PBSJobEnvironment
-from cluster.pbs.jobid import PBSJobId, parse_qsub_output
-from cluster.pbs.watcher import PBSInfoWatcher
-from cluster.render import JobOptions, render
-from cluster.spec import JobSpec, spec_from_dict
+from cluster.backends.base import answers, run_command, submit_array
+from cluster.backends.pbs.environment import PBSJobEnvironment
+from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
+from cluster.backends.pbs.watcher import PBSInfoWatcher
+from cluster.backends.script import JobOptions, build_script
+from cluster.units import parse_memory, parse_walltime
+from train.contract import RUN_DIR_ENV
+
+if TYPE_CHECKING:
+    from cluster.spec import JobSpec
 
 __all__ = ["PBSExecutor", "PBSJob", "TorqueJob", "PBSJobEnvironment", "continue_job"]
 
@@ -51,7 +58,7 @@ class PBSJob(core.Job[Any]):
 
     def cancel(self, check: bool = True) -> None:
         target = str(PBSJobId.parse(self.job_id))
-        shell.run([self._cancel_command, target], check=check)
+        run_command([self._cancel_command, target], check=check)
 
 
 class TorqueJob(PBSJob):
@@ -112,22 +119,12 @@ class PBSExecutor(core.PicklingExecutor):
 
     @classmethod
     def affinity(cls) -> int:
-        return 1 if shell.pbs_answers() else -1
+        return 1 if pbs_answers() else -1
 
-    def _job_spec(self) -> JobSpec:
+    def _job_spec(self) -> JobSpec | PlainSpec:
         if self.spec is not None:
             return self.spec
-        p = self.parameters
-        data = {
-            "name": p.get("job_name", "submitit"),
-            "scheduler": {"kind": "pbs", "pbs_flavor": self.flavor,
-                          "extra_directives": list(p.get("extra_directives", []))},
-            "resources": {k: p[k] for k in ("queue", "account", "nodes", "tasks_per_node", "cpus_per_task",
-                                            "gpus_per_node", "mem", "time") if k in p},
-            "environment": {"modules": list(p.get("modules", [])), "setup": list(p.get("setup", [])),
-                            "tmpdir": p.get("tmpdir")},
-        }
-        return spec_from_dict(data, source="PBSExecutor parameters")
+        return PlainSpec.from_parameters(self.parameters, self.flavor)
 
     # --- submission
     def _num_tasks(self) -> int:
@@ -147,7 +144,7 @@ class PBSExecutor(core.PicklingExecutor):
         extra_env = [("SUBMITIT_EXECUTOR", "pbs"), ("CLUSTER_EXECUTOR", "pbs"),
                      ("CLUSTER_SUBMITIT_FOLDER", str(folder))]
         if self.run_dir:
-            extra_env.append(("CLUSTER_RUN_DIR", self.run_dir))
+            extra_env.append((RUN_DIR_ENV, self.run_dir))
         options = JobOptions(
             job_name=spec.name if self.spec else self.parameters.get("job_name"),
             array=f"0-{array - 1}" if array else None,
@@ -162,7 +159,9 @@ class PBSExecutor(core.PicklingExecutor):
                  # exec: the job's own process is the one the scheduler tracks and kills; a child
                  # of a killed batch shell can outlive its job where process tracking is by parent.
                  f"exec {command}"]
-        return render(spec, self.flavor, command=lines, options=options)
+        from cluster.backends.pbs.backend import BACKEND
+
+        return build_script(spec, BACKEND, self.flavor, command=lines, options=options).text()
 
     def _make_submission_command(self, submission_file_path: Path) -> list[str]:
         out, err = self._log_paths()
@@ -180,13 +179,42 @@ class PBSExecutor(core.PicklingExecutor):
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # An array: one qsub (-J on PBS Pro, -t on Torque), one pickle per task.
-        from cluster.executors import submit_array
-
         array_ex = PBSExecutor(self.folder, flavor=self.flavor, spec=self.spec, run_dir=self.run_dir,
                                max_num_timeout=self.max_num_timeout, python=self.python)
         array_ex.parameters.update(self.parameters)
         timeout_min = (self._job_spec().resources.time_seconds or 3600) / 60
         return submit_array(array_ex, delayed_submissions, self.job_class, timeout_min)
+
+
+def pbs_answers() -> bool:
+    """A real PBS server (not Slurm's qstat wrapper): ``qstat -B`` lists servers only on PBS."""
+    return not answers(["sinfo", "-h", "-o", "%P"]) and answers(["qstat", "-B"])
+
+
+class PlainSpec(SimpleNamespace):
+    """What the script template reads of a job spec, from plain submitit parameters.
+
+    ``submitit.AutoExecutor(folder, cluster="pbs")`` users are programmers, not spec authors:
+    the values are quoted by the template, but not validated like a spec's.
+    """
+
+    @classmethod
+    def from_parameters(cls, p: dict[str, Any], flavor: str) -> PlainSpec:
+        mem = p.get("mem")
+        time = p.get("time")
+        resources = SimpleNamespace(
+            queue=p.get("queue"), account=p.get("account"), nodes=int(p.get("nodes", 1)),
+            tasks_per_node=int(p.get("tasks_per_node", 1)), cpus_per_task=int(p.get("cpus_per_task", 1)),
+            gpus_per_node=int(p.get("gpus_per_node", 0)),
+            mem_mb=parse_memory(mem) if mem is not None else None,
+            time_seconds=(int(float(time) * 60) if isinstance(time, (int, float)) else parse_walltime(time))
+            if time is not None else None)
+        scheduler = SimpleNamespace(kind="pbs", pbs_flavor=flavor, extra_directives=tuple(p.get("extra_directives", ())),
+                                    skip_directives=(), signal_seconds=0, max_requeues=0)
+        environment = SimpleNamespace(modules=tuple(p.get("modules", ())), setup=tuple(p.get("setup", ())),
+                                      tmpdir=p.get("tmpdir"), env=(), python=None)
+        return cls(name=p.get("job_name", "submitit"), resources=resources, scheduler=scheduler,
+                   environment=environment)
 
 
 def continue_job(job_key: str, folder: str | Path) -> str:
@@ -203,7 +231,7 @@ def continue_job(job_key: str, folder: str | Path) -> str:
     out = paths.folder / f"pbs-continue-{job_key}.out"
     err = paths.folder / f"pbs-continue-{job_key}.err"
     cmd = ["qsub", "-o", str(out), "-e", str(err), "-W", f"depend=afterany:{dependency}", str(script.resolve())]
-    proc = shell.run(cmd)
+    proc = run_command(cmd)
     new_key = PBSJobId.parse(parse_qsub_output(proc.stdout)).key
     new_paths = utils.JobPaths(folder, job_id=new_key)
     shutil.copyfile(paths.submitted_pickle, new_paths.submitted_pickle)

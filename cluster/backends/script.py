@@ -1,15 +1,23 @@
-"""The template every scheduler fills: shebang, directives, prologue, command, epilogue."""
+"""The one batch-script template every backend fills: shebang, directives, prologue, command,
+epilogue.
+
+Rendering is pure: no I/O, a deterministic order, every value validated by the spec loader
+and quoted here. A backend supplies its directive prefix and lines, the lines that move into
+the submit directory, and its answer to the trainer's ``EXIT_REQUEUE``; everything else (module
+loads, TMPDIR, the environment, the deadline, the trainer's command) is the same for all.
+"""
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from cluster.spec import JobSpec
+from train.contract import DEADLINE_ENV, RUN_DIR_ENV, SPEC_FILE
 
-EXIT_REQUEUE = 75
-"""Exit status of ``python -m train`` when it checkpointed and wants to continue (EX_TEMPFAIL)."""
+if TYPE_CHECKING:
+    from cluster.backends.base import Backend
+    from cluster.spec import JobSpec
 
 EXIT_SETUP_FAILED = 3
 """Exit status of a script whose environment setup (a module load, TMPDIR) failed."""
@@ -95,10 +103,10 @@ def modules_init() -> list[str]:
     ]
 
 
-def prologue(spec: JobSpec, module: ModuleType, options: JobOptions) -> list[str]:
+def prologue(spec: JobSpec, backend: Backend, dialect: str, options: JobOptions) -> list[str]:
     env = spec.environment
     lines = ["# --- environment (rendered by cluster-train)"]
-    lines += module.workdir_lines()
+    lines += backend.workdir_lines(dialect)
     if env.modules:
         lines += modules_init()
         for name in env.modules:
@@ -117,7 +125,7 @@ def prologue(spec: JobSpec, module: ModuleType, options: JobOptions) -> list[str
         lines.append(f"export {name}={shell_path(value)}")
     if spec.resources.time_seconds:
         # The trainer checkpoints before this moment; PBS gives no early warning.
-        lines.append(f"export CLUSTER_DEADLINE=$(( $(date +%s) + {spec.resources.time_seconds} ))")
+        lines.append(f"export {DEADLINE_ENV}=$(( $(date +%s) + {spec.resources.time_seconds} ))")
     for name, value in options.extra_env:
         lines.append(f"export {name}={quote(value)}")
     if env.setup:
@@ -126,7 +134,7 @@ def prologue(spec: JobSpec, module: ModuleType, options: JobOptions) -> list[str
     return lines
 
 
-def standalone_command(spec: JobSpec, module: ModuleType) -> list[str]:
+def standalone_command(spec: JobSpec, backend: Backend, dialect: str) -> list[str]:
     """Run ``python -m train`` on a copy of the resolved spec embedded in the script."""
     python = shell_path(spec.environment.python) if spec.environment.python else "python3"
     runs_dir = shell_path(spec.output.runs_dir)[1:-1]
@@ -135,30 +143,40 @@ def standalone_command(spec: JobSpec, module: ModuleType) -> list[str]:
         "# --- run: the resolved spec travels inside this script",
         'JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"',
         'JOB_ID="${JOB_ID%%.*}"',
-        f'RUN_DIR="${{CLUSTER_RUN_DIR:-{runs_dir}/{spec.name}-$JOB_ID}}"',
+        f'RUN_DIR="${{{RUN_DIR_ENV}:-{runs_dir}/{spec.name}-$JOB_ID}}"',
         'mkdir -p "$RUN_DIR"',
-        'if [ ! -e "$RUN_DIR/spec.yaml" ]; then',
-        "cat > \"$RUN_DIR/spec.yaml\" <<'CLUSTER_TRAIN_SPEC'",
+        f'if [ ! -e "$RUN_DIR/{SPEC_FILE}" ]; then',
+        f"cat > \"$RUN_DIR/{SPEC_FILE}\" <<'CLUSTER_TRAIN_SPEC'",
         spec_yaml,
         "CLUSTER_TRAIN_SPEC",
         "fi",
-        f'{python} -m train --config "$RUN_DIR/spec.yaml" --run-dir "$RUN_DIR" &',
+        f'{python} -m train --config "$RUN_DIR/{SPEC_FILE}" --run-dir "$RUN_DIR" &',
         "child=$!",
         "# Forward the scheduler's warning to the trainer, which checkpoints at the next step.",
         "trap 'kill -USR2 \"$child\" 2>/dev/null' USR2 TERM",
         'wait "$child"; status=$?',
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done',
-    ] + module.requeue_lines(spec)
+    ] + backend.requeue_lines(spec, dialect)
 
 
-def build_script(spec: JobSpec, module: ModuleType, *, command: list[str] | None,
-                 options: JobOptions) -> Script:
-    directives = module.directives(spec, options)
+def build_script(spec: JobSpec, backend: Backend, dialect: str, *, command: list[str] | None = None,
+                 options: JobOptions | None = None) -> Script:
+    """The script's sections: ``command`` replaces the standalone trainer command (the submit
+    path passes submitit's entrypoint)."""
+    options = options or JobOptions()
+    directives = backend.directives(spec, options, dialect)
     extra = list(spec.scheduler.extra_directives)
     kept = [d for d in directives if not _skipped(d, spec.scheduler.skip_directives)]
-    prefix = module.PREFIX
-    directive_lines = [f"{prefix} {d}" for d in kept + extra]
-    body = command if command is not None else standalone_command(spec, module)
+    directive_lines = [f"{backend.prefix} {d}" for d in kept + extra]
+    body = command if command is not None else standalone_command(spec, backend, dialect)
     epilogue = [] if command is not None else ['exit "$status"']
-    return Script(directives=directive_lines, prologue=prologue(spec, module, options),
+    return Script(directives=directive_lines, prologue=prologue(spec, backend, dialect, options),
                   command=body, epilogue=epilogue)
+
+
+def python_for(spec: JobSpec) -> str:
+    """The one rule for the compute node's interpreter: ``environment.python``, else the one
+    running ``cluster`` (the same environment, on a shared filesystem)."""
+    import sys
+
+    return spec.environment.python or sys.executable

@@ -1,0 +1,281 @@
+"""Slurm: ``#SBATCH`` directives, early USR2 before the walltime, self-requeue; the submitit
+executor that submits our script; ``sacct``/``scontrol`` queries; ``scancel``; doctor checks."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import submitit
+from submitit.core import utils
+
+from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_command, submit_array
+from cluster.backends.script import JobOptions, build_script, python_for, quote
+from cluster.errors import SchedulerError
+from cluster.units import format_memory, format_walltime, parse_duration_text
+from train.contract import EXIT_REQUEUE, LOGS_DIR, RUN_DIR_ENV
+
+if TYPE_CHECKING:
+    from cluster.runs import Run
+    from cluster.spec import JobSpec
+
+PREFIX = "#SBATCH"
+COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
+
+SLURM_STATES = {
+    "PENDING": "pending", "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running",
+    "RESIZING": "running", "SUSPENDED": "pending", "STOPPED": "pending",
+    "REQUEUED": "requeued", "REQUEUE_HOLD": "requeued", "REQUEUE_FED": "requeued", "PREEMPTED": "requeued",
+    "COMPLETED": "completed", "FAILED": "failed", "TIMEOUT": "timeout", "DEADLINE": "timeout",
+    "CANCELLED": "cancelled", "OUT_OF_MEMORY": "out-of-memory", "NODE_FAIL": "node-fail", "BOOT_FAIL": "node-fail",
+}
+
+
+def directives(spec: JobSpec, options: JobOptions) -> list[str]:
+    res = spec.resources
+    out = [f"--job-name={quote(options.job_name or spec.name)}"]
+    if res.queue:
+        out.append(f"--partition={quote(res.queue)}")
+    if res.account:
+        out.append(f"--account={quote(res.account)}")
+    out += [
+        f"--nodes={res.nodes}",
+        f"--ntasks-per-node={res.tasks_per_node}",
+        f"--cpus-per-task={res.cpus_per_task}",
+    ]
+    if res.gpus_per_node:
+        flag = spec.scheduler.slurm_gpu_flag
+        if flag == "gres":
+            out.append(f"--gres=gpu:{res.gpus_per_node}")
+        elif flag == "gpus":
+            out.append(f"--gpus={res.gpus_per_node * res.nodes}")
+        else:
+            out.append(f"--gpus-per-node={res.gpus_per_node}")
+    if res.mem_mb:
+        out.append(f"--mem={format_memory(res.mem_mb)}")
+    if res.time_seconds:
+        out.append(f"--time={format_walltime(res.time_seconds)}")
+    if options.array:
+        out.append(f"--array={quote(options.array)}")
+    if options.stdout:
+        out.append(f"--output={quote(options.stdout)}")
+    if options.stderr:
+        out.append(f"--error={quote(options.stderr)}")
+    if options.dependency:
+        out.append(f"--dependency=afterany:{quote(options.dependency)}")
+    if options.early_signal and res.time_seconds and spec.scheduler.signal_seconds:
+        target = "B:" if options.signal_batch_shell else ""
+        out.append(f"--signal={target}USR2@{spec.scheduler.signal_seconds}")
+    if options.requeue:
+        out.append("--requeue")
+        out.append("--open-mode=append")
+    return out
+
+
+def workdir_lines() -> list[str]:
+    return []  # sbatch starts the job in the submit directory
+
+
+def requeue_lines(spec: JobSpec) -> list[str]:
+    limit = spec.scheduler.max_requeues
+    return [
+        f'if [ "$status" -eq {EXIT_REQUEUE} ]; then',
+        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {limit} ]; then',
+        '        echo "cluster-train: checkpointed; requeueing job $SLURM_JOB_ID" >&2',
+        '        scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        "    fi",
+        f'    echo "cluster-train: checkpointed but out of requeues ({limit});'
+        ' continue with: cluster resume $RUN_DIR" >&2',
+        "fi",
+    ]
+
+
+# ---------------------------------------------------------------- submission
+
+
+class SlurmExecutor(submitit.SlurmExecutor):
+    """submitit's Slurm executor, with the script rendered from a job spec.
+
+    submitit's Slurm executor writes its own sbatch script; ours fills the project's template,
+    so the submitted script carries the spec's directives and prologue (module loads, TMPDIR)
+    and agrees with ``cluster render``. Only the command differs: submitit's
+    ``srun ... python -m submitit.core._submit FOLDER``.
+    """
+
+    def __init__(self, folder: str | Path, spec: JobSpec, run_dir: str | Path, *,
+                 array_parallelism: int | None = None) -> None:
+        super().__init__(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
+        self.spec = spec
+        self.run_dir = str(run_dir)
+        self.array_parallelism = array_parallelism
+        # submitit counts tasks from these to decide how many result files to expect.
+        self.update_parameters(nodes=spec.resources.nodes, ntasks_per_node=spec.resources.tasks_per_node)
+
+    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
+        """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        array_ex = SlurmExecutor(self.folder, self.spec, self.run_dir, array_parallelism=self.array_parallelism)
+        timeout_min = (self.spec.resources.time_seconds or 3600) / 60
+        return submit_array(array_ex, delayed_submissions, submitit.SlurmJob, timeout_min)
+
+    def _make_submission_file_text(self, command: str, uid: str) -> str:
+        paths = utils.JobPaths(folder=self.folder)
+        stdout, stderr = str(paths.stdout), str(paths.stderr)
+        array = None
+        map_count = self.parameters.get("map_count")
+        if map_count:
+            cap = min(map_count, self.array_parallelism or map_count)
+            array = f"0-{map_count - 1}%{cap}"
+            stdout, stderr = stdout.replace("%j", "%A_%a"), stderr.replace("%j", "%A_%a")
+        options = JobOptions(
+            stdout=stdout.replace("%t", "0"),
+            stderr=stderr.replace("%t", "0"),
+            array=array,
+            signal_batch_shell=False,  # srun's step gets the USR2, where the trainer runs
+            extra_env=((RUN_DIR_ENV, self.run_dir),),
+        )
+        # One task per rank. --kill-on-bad-exit: when a rank fails, srun ends the others
+        # rather than leaving them to wait for it until their collectives time out.
+        srun = shlex.join(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--output", stdout, "--error", stderr])
+        lines = ["# --- run: submitit's entrypoint (cluster.job.TrainJob)",
+                 "export SUBMITIT_EXECUTOR=slurm",
+                 f"{srun} {command}"]
+        return build_script(self.spec, BACKEND, "slurm", command=lines, options=options).text()
+
+
+# ---------------------------------------------------------------- state
+
+
+def _slurm_state(raw: str) -> str:
+    word = raw.split()[0].rstrip("+") if raw.strip() else ""
+    return SLURM_STATES.get(word, "unknown")
+
+
+def _parse_sacct(text: str) -> dict[str, JobInfo]:
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 5:
+            continue
+        job_id, raw, exit_code, elapsed, reason = fields[:5]
+        jobs[job_id] = JobInfo(state=_slurm_state(raw), raw_state=raw, exit_code=exit_code,
+                               elapsed_seconds=int(elapsed) if elapsed.isdigit() else None, reason=reason)
+    return jobs
+
+
+def _parse_scontrol(text: str) -> dict[str, JobInfo]:
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if "JobId" not in fields:
+            continue
+        job_id = fields["JobId"]
+        if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
+            job_id = f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+        raw = fields.get("JobState", "")
+        jobs[job_id] = JobInfo(state=_slurm_state(raw), raw_state=raw, exit_code=fields.get("ExitCode", ""),
+                               elapsed_seconds=parse_duration_text(fields.get("RunTime", "")),
+                               reason=fields.get("Reason", ""))
+    return jobs
+
+
+def slurm_jobs(job_ids: list[str]) -> dict[str, JobInfo]:
+    """One ``sacct`` call; without accounting, one ``scontrol show job`` call instead."""
+    ids = ids_of(job_ids)
+    if not ids:
+        return {}
+    try:
+        proc = run_command(["sacct", "-X", "-n", "-P", "-j", ",".join(ids),
+                            "-o", "JobID,State,ExitCode,ElapsedRaw,Reason"], timeout=30)
+        return _parse_sacct(proc.stdout)
+    except SchedulerError as err:
+        if "accounting storage is disabled" not in err.stderr.lower() and err.returncode != 127:
+            raise
+    proc = run_command(["scontrol", "show", "job", "-o"], timeout=30)
+    return {k: v for k, v in _parse_scontrol(proc.stdout).items() if k.split("_")[0] in ids or k in ids}
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def _partitions() -> list[str]:
+    proc = run_command(["sinfo", "-h", "-o", "%P"], timeout=15)
+    return [p.strip().rstrip("*") for p in proc.stdout.split() if p.strip()]
+
+
+def _scheduler_checks(spec: JobSpec) -> list[Check]:
+    missing = [c for c in COMMANDS if not shutil.which(c)]
+    if missing:
+        return [Check("FAIL", "scheduler", f"Slurm commands missing: {', '.join(missing)}",
+                      "load the Slurm module or add its bin directory to PATH")]
+    try:
+        partitions = _partitions()
+    except SchedulerError as err:
+        return [Check("FAIL", "scheduler", f"sinfo does not answer ({err})",
+                      "is slurmctld up and SLURM_CONF right? try: sinfo")]
+    checks = [Check("ok", "scheduler", f"Slurm answers (partitions: {', '.join(partitions) or 'none'})")]
+    queue = spec.resources.queue
+    if queue and queue not in partitions:
+        checks.append(Check("FAIL", "partition", f"resources.queue {queue!r} is not a partition here",
+                            f"use one of: {', '.join(partitions)}"))
+    elif queue:
+        checks.append(Check("ok", "partition", f"{queue} exists"))
+    return checks
+
+
+def _accounting_check() -> Check:
+    hint = "status falls back to scontrol, which forgets jobs minutes after they end"
+    if not shutil.which("sacct"):
+        return Check("warn", "accounting", "sacct not found", hint)
+    try:
+        run_command(["sacct", "-n", "-X", "-S", "now-1minutes", "-o", "JobID"], timeout=20)
+    except SchedulerError as err:
+        return Check("warn", "accounting", f"sacct does not work ({err})", hint)
+    return Check("ok", "accounting", "sacct answers")
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class SlurmBackend(Backend):
+    kind = "slurm"
+    dialects = ("slurm",)
+    prefix = PREFIX
+    detect_order = 10
+
+    def available(self) -> bool:
+        return answers(["sinfo", "-h", "-o", "%P"])
+
+    def directives(self, spec: JobSpec, options: JobOptions, dialect: str) -> list[str]:
+        return directives(spec, options)
+
+    def requeue_lines(self, spec: JobSpec, dialect: str) -> list[str]:
+        return requeue_lines(spec)
+
+    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> SlurmExecutor:
+        return SlurmExecutor(run_dir / LOGS_DIR, spec, run_dir, array_parallelism=array_parallelism)
+
+    def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
+        return slurm_jobs(job_ids)
+
+    def cancel(self, job_id: str, run: Run) -> None:
+        run_command(["scancel", job_id])
+
+    def doctor_checks(self, spec: JobSpec) -> list[Check]:
+        return _scheduler_checks(spec) + [_accounting_check()]
+
+    def probe_submit(self, script: Path) -> str:
+        return run_command(["sbatch", "--parsable", str(script)]).stdout.strip().split(";")[0]
+
+    def probe_state(self, job_id: str) -> str | None:
+        proc = run_command(["squeue", "-h", "-j", job_id, "-o", "%T %r"], timeout=20, check=False)
+        return proc.stdout.strip() or None
+
+    def inspect_hint(self, job_id: str) -> str:
+        return f"squeue -j {job_id}"
+
+
+BACKEND = SlurmBackend()
