@@ -84,11 +84,6 @@ def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason:
     return sidecar
 
 
-def save(run_dir: str | Path, state: dict[str, Any], *, position: dict[str, int], reason: str, keep: int) -> dict:
-    """Serialise and write a checkpoint, synchronously (see `write`)."""
-    return write(run_dir, serialize(state, position), position=position, reason=reason, keep=keep)
-
-
 class CheckpointWriter:
     """Writes checkpoints on a background thread, one at a time.
 

@@ -29,11 +29,11 @@ import secrets
 import zlib
 from pathlib import Path
 
-from train.contract import (CHECKPOINT_DIR, METRICS_FILE, PROGRESS_FILE, RANKS_DIR, SUMMARY_FILE, TMP_PREFIX,
-                            fsync_dir, remove_stray_temporaries, write_atomic, write_json_atomic)
+from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE, RANKS_DIR,
+                            SUMMARY_FILE, TMP_PREFIX, fsync_dir, remove_stray_temporaries, write_atomic, write_json_atomic)
 
-__all__ = ["CHECKPOINT_DIR", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR", "SUMMARY_FILE", "remove_stray_temporaries",
-           "write_atomic", "write_json_atomic"]
+__all__ = ["BEST_CHECKPOINT", "CHECKPOINT_DIR", "FINAL_CHECKPOINT", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR",
+           "SUMMARY_FILE", "remove_stray_temporaries", "write_atomic", "write_json_atomic"]
 
 
 def checkpoint_name(global_step: int) -> str:

@@ -215,6 +215,93 @@ def _on_device(arrays: Arrays, device: torch.device) -> tuple[torch.Tensor, torc
     return tuple(torch.from_numpy(a).to(device) for a in (arrays.image, arrays.vector, arrays.label))  # type: ignore[return-value]
 
 
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+@dataclass
+class _Parts:
+    """What setup builds for an attempt: the device, data, model and optimizer."""
+
+    device: torch.device
+    comm: Comm
+    threads: int
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """The training split's images, vectors and labels, stacked on the device."""
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """The validation split's, likewise."""
+    sampler: EpochSampler
+    model: nn.Module
+    """The plain model: validation, checkpoints and the fingerprint use it."""
+    net: nn.Module
+    """What the steps call: the model, or with several ranks DDP's wrapper of it."""
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    identity: dict
+    """What the checkpoints' meaning depends on (see `Trainer._identity`)."""
+    progress: Progress
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    @property
+    def train_samples(self) -> int:
+        return len(self.train[2])
+
+    @property
+    def val_samples(self) -> int:
+        return len(self.val[2])
+
+
+@dataclass
+class _Attempt:
+    """The loop's state in this attempt: the checkpointed `LoopState`, plus this attempt's
+    clocks, checkpoint writer and what was saved last."""
+
+    loop: LoopState
+    writer: checkpoint.CheckpointWriter
+    epoch_loss_sum: torch.Tensor
+    """This rank's sum of the epoch's batch losses so far (float64, on the device)."""
+    run_started: float
+    """perf_counter() at the start of `run` (setup included), and the loop's start."""
+    loop_started: float
+    last_save_time: float
+    last_check: float
+    """perf_counter() at the last step boundary: the longest gap sets the deadline margin."""
+    resume_sampler_state: torch.Tensor | None = None
+    """The sampler's state saved in the checkpoint, until the epoch it belongs to starts."""
+    sampler_state: torch.Tensor | None = None
+    """The sampler generator's state as of the epoch start: saved in checkpoints."""
+    last_saved_step: int | None = None
+    last_saved_path: str | None = None
+    epoch_started: float = 0.0
+    """perf_counter() at the epoch's start, moved back by the time earlier attempts spent in it."""
+    world_size: int = 1
+    start_step: int = dataclasses.field(init=False)
+    train_seconds_before: float = dataclasses.field(init=False)
+    """The LoopState counters as of the resumed checkpoint (0 for a fresh start)."""
+    wall_seconds_before: float = dataclasses.field(init=False)
+    write_seconds_before: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start_step = self.loop.global_step
+        self.train_seconds_before = self.loop.train_seconds
+        self.wall_seconds_before = self.loop.wall_seconds
+        self.write_seconds_before = self.loop.checkpoint_write_seconds
+
+    def saved(self, path: str) -> None:
+        """Record a checkpoint of the current step (written, or being written, at `path`)."""
+        self.last_saved_path = path
+        self.last_saved_step = self.loop.global_step
+        self.last_save_time = time.perf_counter()
+
+    def running_loss(self) -> float:
+        """Mean batch loss of the epoch so far (with several ranks, rank 0's share scaled
+        up: an estimate, for the progress line)."""
+        return float(self.epoch_loss_sum) * self.world_size / (self.loop.step_in_epoch or 1)
+
+
 class Trainer:
     """Trains the model of a `TrainConfig` in a run directory, resumably."""
 
@@ -326,36 +413,39 @@ class Trainer:
     def run(self) -> RunResult:
         """Train to `config.epochs`, resuming from the newest intact checkpoint if any."""
         run_started = time.perf_counter()
-        world = self.world
-        device = resolve_device(self.config.device, world)
-        if self.config.batch_size < world.size:
-            raise SpecError("train.batch_size", f"is {self.config.batch_size} but the job runs {world.size} tasks, "
+        device = resolve_device(self.config.device, self.world)
+        if self.config.batch_size < self.world.size:
+            raise SpecError("train.batch_size", f"is {self.config.batch_size} but the job runs {self.world.size} tasks, "
                             "which share every batch: use at least one sample per task")
-        with small_conv_kernels(device), process_group(world, device) as comm:
-            return self._run(device, run_started, comm)
+        with small_conv_kernels(device), process_group(self.world, device) as comm:
+            parts = self._setup(device, comm)
+            attempt = self._resume(parts, run_started)
+            for epoch in range(attempt.loop.epoch, self.config.epochs):
+                stopped = self._train_epoch(parts, attempt, epoch)
+                if stopped is not None:
+                    return stopped
+                self._end_epoch(parts, attempt, epoch)
+            return self._finish(parts, attempt)
 
-    def _run(self, device: torch.device, run_started: float, comm: Comm) -> RunResult:
-        cfg = self.config
-        world = self.world
-        primary = world.primary  # rank 0 writes every file of the run; the others only train
+    # --- setup: threads, data, model, optimizer ------------------------------------------
+
+    def _setup(self, device: torch.device, comm: Comm) -> _Parts:
+        cfg, world = self.config, self.world
         ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if primary:
+        if world.primary:  # rank 0 writes every file of the run; the others only train
             runfiles.remove_stray_temporaries(ckpt_dir)
             runfiles.remove_stray_temporaries(
                 self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
-        # --- setup: threads, data, model, optimizer --------------------------------------
         threads = configure_threads(world.local_size)
         arrays = load_data(cfg.data, cfg.seed)
         train_index, val_index = stratified_split(arrays.label, cfg.data.val_fraction, cfg.seed)
         train_set, val_set = arrays.subset(train_index), arrays.subset(val_index)
         # Each split is stacked once on the training device: a batch is then one indexing
         # per input, with no per-sample Python, no collation and no host-to-device copy.
-        images, vectors, labels = _on_device(train_set, device)
-        val_images, val_vectors, val_labels = _on_device(val_set, device)
+        train_tensors, val_tensors = _on_device(train_set, device), _on_device(val_set, device)
         sampler = EpochSampler(train_set.label, class_weights(cfg.sampler, train_set.label), cfg.seed, cfg.batch_size)
-        steps_per_epoch = sampler.steps_per_epoch
 
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
         model = TwoInputConvNet(arrays.image_shape, arrays.vector_features).to(device)
@@ -363,10 +453,17 @@ class Trainer:
             # Same initial weights on every rank, but each draws its own dropout masks.
             torch.manual_seed(rank_seed(cfg.seed, world.rank))
         optimizer = make_optimizer(model, cfg.lr)
-        loss_fn = nn.CrossEntropyLoss()
+        progress = Progress(self.run_dir, cfg.epochs, sampler.steps_per_epoch, self.stream, primary=world.primary)
+        return _Parts(
+            device=device, comm=comm, threads=threads, train=train_tensors, val=val_tensors, sampler=sampler,
+            model=model, net=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
+            identity=self._identity(arrays), progress=progress,
+        )
 
-        # What a checkpoint's meaning depends on; resuming with any of it changed is refused.
-        identity = {
+    def _identity(self, arrays: Arrays) -> dict:
+        """What a checkpoint's meaning depends on; resuming with any of it changed is refused."""
+        cfg = self.config
+        return {
             "train": {
                 "seed": cfg.seed,
                 "batch_size": cfg.batch_size,
@@ -377,256 +474,303 @@ class Trainer:
             "data contents (sha256)": arrays.sha256(),
         }
 
-        progress = Progress(self.run_dir, cfg.epochs, steps_per_epoch, self.stream, primary=primary)
-        say = progress.message
+    # --- resume or start -------------------------------------------------------------------
 
-        # --- resume or start -----------------------------------------------------------
+    def _resume(self, parts: _Parts, run_started: float) -> _Attempt:
+        """Continue from the newest intact checkpoint if there is one: model, optimizer,
+        RNG streams and position; then start this attempt's clocks and writer."""
+        cfg, world, say = self.config, self.world, parts.progress.message
         loop = LoopState()
-        epoch_sampler_state: torch.Tensor | None = None
-        loaded = None
-        if primary:  # picks the checkpoint (setting aside damaged ones); the others load the same
-            loaded = checkpoint.load_latest(self.run_dir, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
-        chosen = comm.broadcast(loaded[1]["global_step"] if loaded is not None else -1)
-        if not primary and chosen >= 0:
-            loaded = checkpoint.load_step(self.run_dir, chosen)
+        resume_sampler_state = None
+        loaded = self._load_checkpoint(parts.comm)
         if loaded is not None:
             state, info = loaded
-            checkpoint.check_compatible(state["identity"], identity, info["path"])
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            for group in optimizer.param_groups:
+            checkpoint.check_compatible(state["identity"], parts.identity, info["path"])
+            parts.model.load_state_dict(state["model"])
+            parts.optimizer.load_state_dict(state["optimizer"])
+            for group in parts.optimizer.param_groups:
                 group["lr"] = cfg.lr  # the config may change lr between attempts
-            epoch_sampler_state = state["sampler_state"]
+            resume_sampler_state = state["sampler_state"]
             loop = LoopState(**state["loop"])
-            self._restore_rng(state["rng"], device, loop.global_step)
+            self._restore_rng(state["rng"], parts.device, loop.global_step)
             loop.resumes += 1
-            say(
-                f"resumed from {Path(info['path']).name}: epoch {loop.epoch + 1}, step {loop.step_in_epoch}/"
-                f"{steps_per_epoch}, global step {loop.global_step}"
-            )
-        if primary:
-            runfiles.truncate_metrics(self.run_dir, loop.epoch)
-            recorded = runfiles.read_metrics(self.run_dir)
-            if loop.last_metrics is not None and (not recorded or recorded[-1].get("epoch", 0) < loop.last_metrics["epoch"]):
-                # The line was lost with the page cache in a crash; the checkpoint kept a copy.
-                runfiles.append_metrics(self.run_dir, loop.last_metrics)
+            say(f"resumed from {Path(info['path']).name}: epoch {loop.epoch + 1}, step {loop.step_in_epoch}/"
+                f"{parts.steps_per_epoch}, global step {loop.global_step}")
+        if world.primary:
+            self._reconcile_metrics(loop)
         ranks = f", rank {world.rank} of {world.size}" if world.size > 1 else ""
-        say(
-            f"training on {device} ({threads} threads{ranks}): {len(train_set)} train / {len(val_set)} validation samples, "
-            f"{steps_per_epoch} steps per epoch, epochs {loop.epoch + 1}-{cfg.epochs}"
-        )
-        # DDP averages the gradients over the ranks after every backward; the plain model
-        # stays for validation, checkpoints and the fingerprint.
-        net = model
+        say(f"training on {parts.device} ({parts.threads} threads{ranks}): {parts.train_samples} train / "
+            f"{parts.val_samples} validation samples, {parts.steps_per_epoch} steps per epoch, "
+            f"epochs {loop.epoch + 1}-{cfg.epochs}")
         if world.size > 1:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            # DDP averages the gradients over the ranks after every backward; the plain
+            # model stays for validation, checkpoints and the fingerprint.
+            device_ids = [parts.device.index] if parts.device.type == "cuda" else None
+            parts.net = nn.parallel.DistributedDataParallel(parts.model, device_ids=device_ids)
 
-        loop_started = time.perf_counter()
-        train_seconds_before = loop.train_seconds
-        wall_seconds_before = loop.wall_seconds
-        last_saved_step = loop.global_step if loaded is not None else None
-        last_saved_path = loaded[1]["path"] if loaded is not None else None
-        last_save_time = loop_started
-        # With several ranks, each sums its share of the batch losses; the checkpoint holds
-        # the total, which rank 0 carries on from.
-        epoch_loss_sum = torch.tensor(loop.epoch_loss_sum if primary else 0.0, dtype=torch.float64, device=device)
-        writer = self._writer = checkpoint.CheckpointWriter(self.run_dir, cfg.checkpoint.keep)
-        write_seconds_before = loop.checkpoint_write_seconds
+        started = time.perf_counter()
+        attempt = _Attempt(
+            loop=loop,
+            writer=checkpoint.CheckpointWriter(self.run_dir, cfg.checkpoint.keep),
+            # With several ranks, each sums its share of the batch losses; the checkpoint
+            # holds the total, which rank 0 carries on from.
+            epoch_loss_sum=torch.tensor(loop.epoch_loss_sum if world.primary else 0.0, dtype=torch.float64,
+                                        device=parts.device),
+            run_started=run_started, loop_started=started, last_save_time=started, last_check=started,
+            resume_sampler_state=resume_sampler_state,
+            last_saved_step=loop.global_step if loaded is not None else None,
+            last_saved_path=loaded[1]["path"] if loaded is not None else None,
+            world_size=world.size,
+        )
+        self._writer = attempt.writer
+        return attempt
 
-        def save(reason: str, sampler_state: torch.Tensor | None, then: Callable[[dict], None] | None = None) -> None:
-            """Checkpoint the loop as it stands (the write itself goes on in the background).
+    def _load_checkpoint(self, comm: Comm) -> tuple[dict, dict] | None:
+        """(state, sidecar) of the checkpoint to resume from, or None to start afresh.
 
-            All ranks call it at the same step: it gathers their RNG states and losses, and
-            rank 0 writes.
-            """
-            nonlocal last_saved_step, last_saved_path, last_save_time
-            held_up = time.perf_counter()
-            rng = {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            }
-            if world.size > 1:  # each rank draws its own dropout masks
-                rng["torch_ranks"] = comm.gather_states(rng["torch"])
-                if rng["cuda"] is not None:
-                    rng["cuda_ranks"] = comm.gather_states(rng["cuda"])
-            epoch_loss = comm.total(float(epoch_loss_sum))
-            if not primary:
-                last_saved_path = str(ckpt_dir / runfiles.checkpoint_name(loop.global_step))
-                last_saved_step = loop.global_step
-                last_save_time = time.perf_counter()
-                return
-            writer.wait()  # so that the counters below include the previous write
-            now = time.perf_counter()
-            loop.checkpoint_write_seconds = write_seconds_before + writer.write_seconds
-            loop.epoch_loss_sum = epoch_loss
-            loop.train_seconds = train_seconds_before + (now - loop_started)
-            loop.wall_seconds = wall_seconds_before + (now - run_started)
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "sampler_state": sampler_state,
-                "loop": dataclasses.asdict(loop),
-                "identity": identity,
-                "config": cfg.to_dict(),
-            }
-            position = {"epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch, "global_step": loop.global_step}
-            last_saved_path = writer.submit(state, position=position, reason=reason, then=then)
-            last_saved_step = loop.global_step
-            last_save_time = time.perf_counter()
-            loop.checkpoint_seconds += last_save_time - held_up
+        Rank 0 picks it, setting damaged ones aside; the other ranks load the same one.
+        """
+        loaded = checkpoint.load_latest(self.run_dir, warn=_warn) if self.world.primary else None
+        chosen = comm.broadcast(loaded[1]["global_step"] if loaded is not None else -1)
+        if not self.world.primary and chosen >= 0:
+            loaded = checkpoint.load_step(self.run_dir, chosen)
+        return loaded
 
-        # --- the epoch loop --------------------------------------------------------------
-        start_step = loop.global_step
-        last_check = time.perf_counter()
-        for epoch in range(loop.epoch, cfg.epochs):
-            generator = sampler.generator(epoch)
-            if epoch_sampler_state is not None:  # resuming inside this epoch
-                generator.set_state(epoch_sampler_state)
-                epoch_sampler_state = None
-            sampler_state = generator.get_state()  # as of the epoch start: saved in checkpoints
-            indices = sampler.draw(generator).to(device)
-            epoch_started = time.perf_counter() - loop.epoch_seconds
-            progress.start_epoch()
-            model.train()
+    def _reconcile_metrics(self, loop: LoopState) -> None:
+        """metrics.jsonl as of the checkpoint: later epochs dropped, a lost last line restored."""
+        runfiles.truncate_metrics(self.run_dir, loop.epoch)
+        recorded = runfiles.read_metrics(self.run_dir)
+        if loop.last_metrics is not None and (not recorded or recorded[-1].get("epoch", 0) < loop.last_metrics["epoch"]):
+            # The line was lost with the page cache in a crash; the checkpoint kept a copy.
+            runfiles.append_metrics(self.run_dir, loop.last_metrics)
 
-            for step in range(loop.step_in_epoch, steps_per_epoch):
-                # Step boundary: the only place where the loop stops or checkpoints.
-                now = time.perf_counter()
-                self._longest_step_gap = max(self._longest_step_gap, now - last_check)
-                last_check = now
-                if self.stop_at_step is not None and loop.global_step == self.stop_at_step:
-                    self.request_stop("stop_at_step test hook")
-                if self.deadline is not None and time.time() + self.deadline_margin() >= self.deadline:
-                    self.request_stop("deadline")
-                every = cfg.checkpoint
-                # A signal reaches the ranks at slightly different times, and their clocks
-                # differ: they decide together, so that all stop, or checkpoint for the
-                # time, at the same step (with several ranks, one step after the request).
-                stop_reason, minutes_due = comm.agree(
-                    self._stop_reason, bool(every.every_minutes and now - last_save_time >= every.every_minutes * 60)
-                )
-                save_due = last_saved_step != loop.global_step and (
-                    bool(every.every_steps and loop.global_step % every.every_steps == 0) or minutes_due
-                )
-                if stop_reason is not None:
-                    self._stop_reason = stop_reason
-                    loop.epoch_seconds = now - epoch_started
-                    if self._stop_reason == "deadline" and loop.global_step == start_step:
-                        print(
-                            f"warning: stopping for the deadline before any step: the time left "
-                            f"({self.deadline - time.time():.0f}s) is less than the safety margin "
-                            f"({self.deadline_margin():.0f}s, train.checkpoint.deadline_margin_seconds)",
-                            file=sys.stderr,
-                        )
-                    if last_saved_step != loop.global_step:
-                        save("stop", sampler_state)
-                    writer.wait()  # the checkpoint must be complete before we report it
-                    say(
-                        f"stopping ({self._stop_reason}) at epoch {epoch + 1}, step {step}/{steps_per_epoch}, "
-                        f"global step {loop.global_step}: checkpoint {Path(last_saved_path).name}; run again to resume"
-                    )
-                    progress.write_file(epoch, step, loop.global_step)
-                    comm.barrier()  # no rank reports "stopped" before the checkpoint is complete
-                    return RunResult("stopped", reason=self._stop_reason, checkpoint=last_saved_path)
-                if save_due:
-                    loop.epoch_seconds = now - epoch_started
-                    save("periodic", sampler_state)
+    # --- the epoch loop ----------------------------------------------------------------------
 
-                batch = sampler.batch(indices, step, world.rank, world.size)
-                batch_samples = min(cfg.batch_size, sampler.num_samples - step * cfg.batch_size)
-                logits = net(images[batch], vectors[batch])
-                if world.size == 1:
-                    loss = scaled = loss_fn(logits, labels[batch])
-                else:
-                    # This rank's share of the batch's mean loss. DDP averages the gradients
-                    # over the ranks, so scaled by their number they add up to the gradient
-                    # of the whole batch's mean loss, even where the shares differ in size.
-                    loss = F.cross_entropy(logits, labels[batch], reduction="sum") / batch_samples
-                    scaled = loss * world.size
-                optimizer.zero_grad(set_to_none=True)
-                scaled.backward()
-                optimizer.step()
+    def _train_epoch(self, parts: _Parts, attempt: _Attempt, epoch: int) -> RunResult | None:
+        """The steps of `epoch` from where the loop stands; a RunResult if it stopped."""
+        generator = parts.sampler.generator(epoch)
+        if attempt.resume_sampler_state is not None:  # resuming inside this epoch
+            generator.set_state(attempt.resume_sampler_state)
+            attempt.resume_sampler_state = None
+        attempt.sampler_state = generator.get_state()  # as of the epoch start: saved in checkpoints
+        indices = parts.sampler.draw(generator).to(parts.device)
+        attempt.epoch_started = time.perf_counter() - attempt.loop.epoch_seconds
+        parts.progress.start_epoch()
+        parts.model.train()
+        for step in range(attempt.loop.step_in_epoch, parts.steps_per_epoch):
+            stopped = self._step_boundary(parts, attempt, epoch, step)
+            if stopped is not None:
+                return stopped
+            self._train_step(parts, attempt, epoch, step, indices)
+        return None
 
-                loop.step_in_epoch = step + 1
-                loop.global_step += 1
-                loop.samples += batch_samples
-                epoch_loss_sum += loss.detach()
-                progress.step(  # with several ranks, rank 0's share scaled up: an estimate
-                    epoch, step + 1, loop.global_step, batch_samples,
-                    lambda: float(epoch_loss_sum) * world.size / (loop.step_in_epoch or 1),
-                )
-
-            # --- end of epoch: validate, record, checkpoint ------------------------------
-            # Every rank validates the same weights: the metrics, and so the loop state,
-            # stay the same on all, and none waits for rank 0 in a collective meanwhile.
-            validation_started = time.perf_counter()
-            metrics = evaluate(model, val_images, val_vectors, val_labels)
-            loop.validation_seconds += time.perf_counter() - validation_started
-            record = {
-                "epoch": epoch + 1,
-                "global_step": loop.global_step,
-                "train_loss": comm.total(float(epoch_loss_sum)) / steps_per_epoch,
-                **metrics,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": time.perf_counter() - epoch_started,
-                "time": time.time(),
-            }
-            if primary:
-                runfiles.append_metrics(self.run_dir, record)
-            auc = metrics["val_auc"]
-            say(
-                f"epoch {epoch + 1}/{cfg.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
-                f"val_acc {metrics['val_accuracy']:.3f} val_bal_acc {metrics['val_balanced_accuracy']:.3f} "
-                f"val_auc {'n/a' if auc is None else f'{auc:.3f}'} ({record['epoch_seconds']:.1f}s)"
-            )
-            improved = auc is not None and (loop.best_val_auc is None or auc > loop.best_val_auc)
-            if improved:
-                loop.best_val_auc, loop.best_epoch = auc, epoch + 1
-            loop.last_metrics = record
-            loop.epoch, loop.step_in_epoch, loop.epoch_seconds = epoch + 1, 0, 0.0
-            epoch_loss_sum.zero_()
-            save("epoch", None, then=(lambda info: runfiles.link_atomic(info["path"], ckpt_dir / "best.pt")) if improved else None)
-            progress.write_file(epoch + 1, 0, loop.global_step)
-
-        # --- done: final checkpoint and summary ------------------------------------------
-        comm.settle()
-        writer.wait()
-        if last_saved_path is not None and primary:
-            runfiles.link_atomic(last_saved_path, ckpt_dir / "final.pt")
+    def _step_boundary(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int) -> RunResult | None:
+        """Before each step, the only place where the loop stops or checkpoints: stop (and
+        return "stopped") if asked to or the deadline is near; checkpoint if one is due."""
+        loop, every = attempt.loop, self.config.checkpoint
         now = time.perf_counter()
-        train_seconds = train_seconds_before + (now - loop_started)
+        self._longest_step_gap = max(self._longest_step_gap, now - attempt.last_check)
+        attempt.last_check = now
+        if self.stop_at_step is not None and loop.global_step == self.stop_at_step:
+            self.request_stop("stop_at_step test hook")
+        if self.deadline is not None and time.time() + self.deadline_margin() >= self.deadline:
+            self.request_stop("deadline")
+        # A signal reaches the ranks at slightly different times, and their clocks differ:
+        # they decide together, so that all stop, or checkpoint for the time, at the same
+        # step (with several ranks, one step after the request).
+        stop_reason, minutes_due = parts.comm.agree(
+            self._stop_reason, bool(every.every_minutes and now - attempt.last_save_time >= every.every_minutes * 60)
+        )
+        save_due = attempt.last_saved_step != loop.global_step and (
+            bool(every.every_steps and loop.global_step % every.every_steps == 0) or minutes_due
+        )
+        if stop_reason is not None:
+            self._stop_reason = stop_reason
+            loop.epoch_seconds = now - attempt.epoch_started
+            return self._stop(parts, attempt, epoch, step)
+        if save_due:
+            loop.epoch_seconds = now - attempt.epoch_started
+            self._save(parts, attempt, "periodic", attempt.sampler_state)
+        return None
+
+    def _stop(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int) -> RunResult:
+        """Checkpoint where the loop stands (unless it just did), wait until that is on
+        disk, and report "stopped"."""
+        loop = attempt.loop
+        if self._stop_reason == "deadline" and loop.global_step == attempt.start_step:
+            _warn(f"stopping for the deadline before any step: the time left ({self.deadline - time.time():.0f}s) is "
+                  f"less than the safety margin ({self.deadline_margin():.0f}s, train.checkpoint.deadline_margin_seconds)")
+        if attempt.last_saved_step != loop.global_step:
+            self._save(parts, attempt, "stop", attempt.sampler_state)
+        attempt.writer.wait()  # the checkpoint must be complete before we report it
+        parts.progress.message(
+            f"stopping ({self._stop_reason}) at epoch {epoch + 1}, step {step}/{parts.steps_per_epoch}, "
+            f"global step {loop.global_step}: checkpoint {Path(attempt.last_saved_path).name}; run again to resume"
+        )
+        parts.progress.write_file(epoch, step, loop.global_step)
+        parts.comm.barrier()  # no rank reports "stopped" before the checkpoint is complete
+        return RunResult("stopped", reason=self._stop_reason, checkpoint=attempt.last_saved_path)
+
+    def _train_step(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int, indices: torch.Tensor) -> None:
+        """One optimizer step on batch `step` of the epoch's draw (this rank's share of it)."""
+        world, loop, sampler = self.world, attempt.loop, parts.sampler
+        images, vectors, labels = parts.train
+        batch = sampler.batch(indices, step, world.rank, world.size)
+        batch_samples = min(self.config.batch_size, sampler.num_samples - step * self.config.batch_size)
+        logits = parts.net(images[batch], vectors[batch])
+        if world.size == 1:
+            loss = scaled = parts.loss_fn(logits, labels[batch])
+        else:
+            # This rank's share of the batch's mean loss. DDP averages the gradients over
+            # the ranks, so scaled by their number they add up to the gradient of the whole
+            # batch's mean loss, even where the shares differ in size.
+            loss = F.cross_entropy(logits, labels[batch], reduction="sum") / batch_samples
+            scaled = loss * world.size
+        parts.optimizer.zero_grad(set_to_none=True)
+        scaled.backward()
+        parts.optimizer.step()
+
+        loop.step_in_epoch = step + 1
+        loop.global_step += 1
+        loop.samples += batch_samples
+        attempt.epoch_loss_sum += loss.detach()
+        # With several ranks, rank 0's share scaled up: an estimate.
+        parts.progress.step(epoch, step + 1, loop.global_step, batch_samples, attempt.running_loss)
+
+    def _end_epoch(self, parts: _Parts, attempt: _Attempt, epoch: int) -> None:
+        """Validate, record the epoch's metrics, checkpoint (and link best.pt if it improved)."""
+        loop = attempt.loop
+        # Every rank validates the same weights: the metrics, and so the loop state, stay
+        # the same on all, and none waits for rank 0 in a collective meanwhile.
+        validation_started = time.perf_counter()
+        metrics = evaluate(parts.model, *parts.val)
+        loop.validation_seconds += time.perf_counter() - validation_started
+        record = {
+            "epoch": epoch + 1,
+            "global_step": loop.global_step,
+            "train_loss": parts.comm.total(float(attempt.epoch_loss_sum)) / parts.steps_per_epoch,
+            **metrics,
+            "lr": parts.optimizer.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - attempt.epoch_started,
+            "time": time.time(),
+        }
+        if self.world.primary:
+            runfiles.append_metrics(self.run_dir, record)
+        auc = metrics["val_auc"]
+        parts.progress.message(
+            f"epoch {epoch + 1}/{self.config.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
+            f"val_acc {metrics['val_accuracy']:.3f} val_bal_acc {metrics['val_balanced_accuracy']:.3f} "
+            f"val_auc {'n/a' if auc is None else f'{auc:.3f}'} ({record['epoch_seconds']:.1f}s)"
+        )
+        improved = auc is not None and (loop.best_val_auc is None or auc > loop.best_val_auc)
+        if improved:
+            loop.best_val_auc, loop.best_epoch = auc, epoch + 1
+        loop.last_metrics = record
+        loop.epoch, loop.step_in_epoch, loop.epoch_seconds = epoch + 1, 0, 0.0
+        attempt.epoch_loss_sum.zero_()
+        self._save(parts, attempt, "epoch", None, then=self._link_best if improved else None)
+        parts.progress.write_file(epoch + 1, 0, loop.global_step)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def _save(self, parts: _Parts, attempt: _Attempt, reason: str, sampler_state: torch.Tensor | None,
+              then: Callable[[dict], None] | None = None) -> None:
+        """Checkpoint the loop as it stands (the write itself goes on in the background).
+
+        All ranks call it at the same step: it gathers their RNG states and losses, and
+        rank 0 writes.
+        """
+        loop, writer = attempt.loop, attempt.writer
+        held_up = time.perf_counter()
+        rng = self._rng_states(parts)
+        epoch_loss = parts.comm.total(float(attempt.epoch_loss_sum))
+        if not self.world.primary:
+            attempt.saved(str(self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.checkpoint_name(loop.global_step)))
+            return
+        writer.wait()  # so that the counters below include the previous write
+        now = time.perf_counter()
+        loop.checkpoint_write_seconds = attempt.write_seconds_before + writer.write_seconds
+        loop.epoch_loss_sum = epoch_loss
+        loop.train_seconds = attempt.train_seconds_before + (now - attempt.loop_started)
+        loop.wall_seconds = attempt.wall_seconds_before + (now - attempt.run_started)
+        state = {
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "rng": rng,
+            "sampler_state": sampler_state,
+            "loop": dataclasses.asdict(loop),
+            "identity": parts.identity,
+            "config": self.config.to_dict(),
+        }
+        position = {"epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch, "global_step": loop.global_step}
+        attempt.saved(writer.submit(state, position=position, reason=reason, then=then))
+        loop.checkpoint_seconds += attempt.last_save_time - held_up
+
+    def _rng_states(self, parts: _Parts) -> dict:
+        """The RNG streams that dropout draws from, every rank's (for the checkpoint)."""
+        device = parts.device
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        if self.world.size > 1:  # each rank draws its own dropout masks
+            rng["torch_ranks"] = parts.comm.gather_states(rng["torch"])
+            if rng["cuda"] is not None:
+                rng["cuda_ranks"] = parts.comm.gather_states(rng["cuda"])
+        return rng
+
+    def _link_best(self, info: dict) -> None:
+        """Make best.pt the checkpoint just written (runs on the writer thread)."""
+        runfiles.link_atomic(info["path"], self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST_CHECKPOINT)
+
+    # --- done: final checkpoint and summary ------------------------------------------------
+
+    def _finish(self, parts: _Parts, attempt: _Attempt) -> RunResult:
+        ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
+        parts.comm.settle()
+        attempt.writer.wait()
+        if attempt.last_saved_path is not None and self.world.primary:
+            runfiles.link_atomic(attempt.last_saved_path, ckpt_dir / runfiles.FINAL_CHECKPOINT)
+        summary = self._summary(parts, attempt)
+        if self.world.size > 1:
+            # Each rank's own fingerprint, to show that DDP kept the ranks' weights equal.
+            runfiles.write_rank_sha256(self.run_dir, self.world.rank, summary["weights_sha256"])
+        if self.world.primary:
+            runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
+        loop = attempt.loop
+        parts.progress.message(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc "
+                               f"{summary['val_auc']}, weights {summary['weights_sha256'][:16]}")
+        return RunResult("completed", summary=summary, checkpoint=str(ckpt_dir / runfiles.FINAL_CHECKPOINT))
+
+    def _summary(self, parts: _Parts, attempt: _Attempt) -> dict:
+        """The contents of summary.json."""
+        loop = attempt.loop
+        now = time.perf_counter()
+        train_seconds = attempt.train_seconds_before + (now - attempt.loop_started)
         final = loop.last_metrics or {}
-        summary = {
+        return {
             "status": "completed",
             "epochs": loop.epoch,
             "steps": loop.global_step,
-            "steps_per_epoch": steps_per_epoch,
+            "steps_per_epoch": parts.steps_per_epoch,
             "samples": loop.samples,
             **{k: final.get(k) for k in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc")},
             "best_epoch": loop.best_epoch,
             "best_val_auc": loop.best_val_auc,
-            "wall_seconds": wall_seconds_before + (now - run_started),
+            "wall_seconds": attempt.wall_seconds_before + (now - attempt.run_started),
             "train_seconds": train_seconds,
             "samples_per_second": loop.samples / train_seconds if train_seconds > 0 else None,
             "validation_seconds": loop.validation_seconds,
             "checkpoint_seconds": loop.checkpoint_seconds,
-            "checkpoint_write_seconds": write_seconds_before + writer.write_seconds,
+            "checkpoint_write_seconds": attempt.write_seconds_before + attempt.writer.write_seconds,
             "resumes": loop.resumes,
-            "world_size": world.size,
-            "weights_sha256": weights_sha256(model),
+            "world_size": self.world.size,
+            "weights_sha256": weights_sha256(parts.model),
             "weights_sha256_order": "state_dict entries sorted by name: name NUL dtype shape NUL raw little-endian bytes",
-            "device": str(device),
-            "threads": threads,
+            "device": str(parts.device),
+            "threads": parts.threads,
             "torch_version": torch.__version__,
             "numpy_version": np.__version__,
-            "final_checkpoint": str(Path(runfiles.CHECKPOINT_DIR) / "final.pt"),
+            "final_checkpoint": str(Path(runfiles.CHECKPOINT_DIR) / runfiles.FINAL_CHECKPOINT),
             "time": time.time(),
         }
-        if world.size > 1:
-            # Each rank's own fingerprint, to show that DDP kept the ranks' weights equal.
-            runfiles.write_rank_sha256(self.run_dir, world.rank, summary["weights_sha256"])
-        if primary:
-            runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
-        say(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc {final.get('val_auc')}, weights {summary['weights_sha256'][:16]}")
-        return RunResult("completed", summary=summary, checkpoint=str(ckpt_dir / "final.pt"))
