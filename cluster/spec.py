@@ -127,7 +127,8 @@ class SpecLoader(yaml.SafeLoader):
             first_line[ident] = line
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        digits = len(str(node.value).lstrip("+-").replace("_", ""))
+        literal = str(node.value).lstrip("+-").replace("_", "")
+        digits = len(literal) - 2 if literal[:2].lower() in ("0x", "0o", "0b") else len(literal)
         if digits > MAX_INT_DIGITS:
             raise _YAMLRefused(f"integer of {digits} digits (allowed: at most {MAX_INT})", node.start_mark)
         return super().construct_yaml_int(node)
