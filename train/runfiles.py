@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import zlib
 from pathlib import Path
@@ -70,11 +71,19 @@ def file_crc32(path: str | Path) -> int:
 # --- checkpoints --------------------------------------------------------------------------
 
 
+CHECKPOINT_FILE = re.compile(r"ckpt-\d+\.pt")
+"""The only names a sidecar's "file" may give: a plain file name inside checkpoints/."""
+
+
 def sidecars(run_dir: str | Path) -> list[dict]:
     """Sidecars of the complete checkpoints, newest (highest global step) first.
 
     Each is the sidecar's JSON plus "path" (absolute path of the .pt) and "sidecar" (its own
-    path). Unreadable sidecars are skipped: they were never completed.
+    path). Unreadable sidecars are skipped: they were never completed. So is a sidecar whose
+    "file" is not its own checkpoint's plain name (`ckpt-<digits>.pt` beside it, as
+    `checkpoint_name` makes them): resume sets a bad checkpoint aside and rotation deletes
+    old ones, so a crafted "file": "/some/path" or "../../x" must never be followed out of
+    checkpoints/.
     """
     directory = Path(run_dir) / CHECKPOINT_DIR
     found = []
@@ -84,7 +93,10 @@ def sidecars(run_dir: str | Path) -> list[dict]:
             step = int(info["global_step"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        info["path"] = str(directory / info.get("file", side.with_suffix(".pt").name))
+        name = side.with_suffix(".pt").name
+        if info.get("file", name) != name or not CHECKPOINT_FILE.fullmatch(name):
+            continue
+        info["path"] = str(directory / name)
         info["sidecar"] = str(side)
         found.append((step, info))
     found.sort(key=lambda item: item[0], reverse=True)
