@@ -2,8 +2,8 @@
 
 Exit status: 0 completed; 75 (`EXIT_REQUEUE`) stopped early by SIGUSR2/SIGTERM or the
 walltime deadline, with a checkpoint to resume from (run the same command again); 2 a
-mistake in the spec, the data file or an incompatible resume (one line on stderr); 1 any
-other error.
+mistake in the spec, the data file, an incompatible resume, or a checkpoint that would
+unpickle code (one line on stderr); 1 any other error.
 
 Example:
     python -m train --config jobs/smoke.yaml --run-dir runs/smoke
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported only now: torch takes seconds to import, and a spec error should not wait.
-    from train.checkpoint import IncompatibleCheckpoint
+    from train.checkpoint import IncompatibleCheckpoint, UnsafeCheckpoint
     from train.data import DataError
     from train.trainer import Trainer
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err.with_file(args.config), file=sys.stderr)
         return 2
-    except (DataError, IncompatibleCheckpoint) as err:
+    except (DataError, IncompatibleCheckpoint, UnsafeCheckpoint) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if result.status == "completed" else EXIT_REQUEUE

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import threading
 import time
 import zlib
@@ -27,6 +28,34 @@ FORMAT = 1
 
 class IncompatibleCheckpoint(Exception):
     """The run directory's checkpoint was made with a different model, data or sampling."""
+
+
+class UnsafeCheckpoint(Exception):
+    """A checkpoint, intact by its sidecar, that `torch.load(weights_only=True)` refuses:
+    it holds pickled objects beyond tensors and plain values, i.e. code that unpickling
+    would run. Not set aside like a damaged one: someone put it there, and the user decides."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: not a tensors-only checkpoint (refused to unpickle code); "
+                         "delete it or restore it from a backup")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.path,)
+
+
+def _load(path: str | Path) -> Any:
+    """torch.load of a checkpoint, tensors and plain values only (never runs pickled code).
+
+    torch's refusal says that loading with weights_only=False "will likely succeed": wrong
+    advice for a file that may be malicious, so it becomes an `UnsafeCheckpoint`.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if str(err).startswith("Weights only load failed"):
+            raise UnsafeCheckpoint(path) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -169,7 +198,8 @@ def load_latest(run_dir: str | Path, warn: Callable[[str], None]) -> tuple[dict,
     """(state, sidecar) of the newest checkpoint that loads, or None if there is none.
 
     A checkpoint that is missing, truncated, altered or unloadable is reported through
-    `warn`, renamed to `*.corrupt`, and the one before it is tried.
+    `warn`, renamed to `*.corrupt`, and the one before it is tried. One that would unpickle
+    code raises `UnsafeCheckpoint`.
     """
     for info in runfiles.sidecars(run_dir):
         name = Path(info["path"]).name
@@ -177,9 +207,11 @@ def load_latest(run_dir: str | Path, warn: Callable[[str], None]) -> tuple[dict,
         state = None
         if problem is None:
             try:
-                state = torch.load(info["path"], map_location="cpu", weights_only=True)
+                state = _load(info["path"])
                 if not isinstance(state, dict) or state.get("format") != FORMAT:
                     problem = f"not a checkpoint of format {FORMAT}"
+            except UnsafeCheckpoint:
+                raise
             except Exception as err:  # torch raises many types for a damaged file
                 problem = f"cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         if problem is None:
@@ -194,8 +226,7 @@ def load_step(run_dir: str | Path, global_step: int) -> tuple[dict, dict]:
     chose and checked: the other ranks of a data-parallel run load exactly that one."""
     for info in runfiles.sidecars(run_dir):
         if int(info["global_step"]) == global_step:
-            state = torch.load(info["path"], map_location="cpu", weights_only=True)
-            return state, info
+            return _load(info["path"]), info
     raise FileNotFoundError(f"no checkpoint of global step {global_step} in {Path(run_dir) / runfiles.CHECKPOINT_DIR}")
 
 

@@ -64,3 +64,50 @@ def test_a_crafted_sidecar_never_touches_a_file_outside_its_checkpoint(
     assert list(outside.parent.iterdir()) == [outside]
     assert result.summary["weights_sha256"] == reference_sha(config_factory())
     assert result.summary["resumes"] == 2
+
+
+class RunsCode:
+    """Unpickling this runs a shell command (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_unpickle_code_is_a_one_line_error(
+    tmp_path: Path, run_trainer, subprocess_env: dict, python: str
+) -> None:
+    import subprocess
+
+    import torch
+    import yaml
+
+    from train.contract.config import TrainConfig
+
+    train = {"epochs": 2, "device": "cpu", "data": {"samples": 200, "vector_features": 4},
+             "checkpoint": {"every_minutes": 0}}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "train": train}))
+    run_dir = tmp_path / "run"
+    run_trainer(TrainConfig.from_dict(train), run_dir, stop_at_step=3)
+    newest = run_dir / "checkpoints" / "ckpt-000000003.pt"
+    marker = tmp_path / "code-ran"
+    torch.save({"format": 1, "model": RunsCode(marker)}, newest)
+    data = newest.read_bytes()
+    sidecar = newest.with_suffix(".json")
+    info = json.loads(sidecar.read_text())
+    info.update(bytes=len(data), crc32=zlib.crc32(data))  # intact by its sidecar
+    sidecar.write_text(json.dumps(info))
+
+    proc = subprocess.run([python, "-m", "train", "--config", str(spec), "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, env=subprocess_env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {newest}: not a tensors-only checkpoint (refused to unpickle code); "
+                           "delete it or restore it from a backup\n")
+    assert not marker.exists()
+    assert newest.read_bytes() == data and sidecar.exists()  # left for the user to decide
+    assert not (run_dir / "summary.json").exists()
