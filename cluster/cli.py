@@ -202,11 +202,42 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="override a spec key, e.g. --set resources.time=00:30:00 (repeatable)")
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse reports the ValueError as one usage line)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "count (a whole number >= 0)"
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    value = float(text)
+    if not (0 < value < float("inf")):
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "seconds (a number > 0)"
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other error (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cluster-train")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n\nEach command has its own --help, e.g. cluster render --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"cluster-train {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -251,14 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between --watch refreshes")
+    p.add_argument("--interval", type=_seconds, default=10.0, help="seconds between --watch refreshes")
 
     p = add("logs", "print a run's stdout (or stderr) across all its attempts",
             cmd_logs)
     p.add_argument("run", help="run directory (or run id under ./runs)")
     p.add_argument("--err", action="store_true", help="stderr instead of stdout")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing as the log grows")
-    p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    p.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines (0: none)")
 
     p = add("collect", "copy checkpoints, metrics, logs and a curves plot of runs into one place",
             cmd_collect)
@@ -301,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:
+        # Disk full, a read-only or missing directory, a name too long: the path and why.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"cluster {args.command}: {_one_line(where + (err.strerror or str(err)))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

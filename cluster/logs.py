@@ -45,7 +45,7 @@ def show_logs(run: Run, out: TextIO, *, err: bool = False, follow: bool = False,
         chunks.append(f"----- job {job_id}: {path} -----\n")
         with open(path, errors="replace") as handle:
             chunks.extend(handle.readlines())
-    _emit(deque(chunks, maxlen=tail) if tail else chunks, out)
+    _emit(chunks if tail is None else deque(chunks, maxlen=tail), out)
     out.flush()
     if not follow:
         return 0

@@ -149,7 +149,7 @@ def _valid_record(run: Run) -> dict[str, Any]:
     try:
         record = run.read()
         run.current_job_id(record)
-        run.scheduler(record)
+        backends.get(run.scheduler(record))
         return record
     except ClusterError as err:
         return {"state": "unknown", "error": str(err), "unreadable": True}

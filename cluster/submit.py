@@ -90,12 +90,13 @@ def _copy_script(job: submitit.Job, run: Run) -> None:
 def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     """Submit one run; return it and its job id. A refused submission leaves no run directory."""
     kind = resolve_executor(spec, executor)
-    run = prepare_run(spec, kind)
+    run_dir = new_run_dir(spec.output.runs_dir, spec.name)
     try:
+        run = prepare_run(spec, kind, run_dir)
         with scheduler_refusals():
             job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
     except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise
     _copy_script(job, run)
     run.add_job(job.job_id, "submit")
@@ -126,10 +127,11 @@ def cancel(run: Run) -> str | None:
     """Cancel the run's live job; return its id (None when nothing was live)."""
     from cluster.status import rows_for
 
+    backend = backends.get(run.scheduler())
     row = rows_for([run])[0]
     if row.state in TERMINAL_STATES or not row.job_id:
         return None
-    backends.get(run.scheduler()).cancel(row.job_id, run)
+    backend.cancel(row.job_id, run)
 
     def cancelled(record: dict[str, Any]) -> None:
         # Marked on the job itself: an attempt starting at this moment must not undo it.
