@@ -56,6 +56,10 @@ MAX_EXTENDS_DEPTH = 20
 """How many files an ``extends`` chain may hold below the spec."""
 MAX_YAML_DEPTH = 20
 """How deeply YAML collections may nest (a spec needs 5 levels; the parser recurses per level)."""
+MAX_YAML_NODES = 10_000
+"""How many keys, values and items one YAML text may hold (a spec has about a hundred)."""
+_PURE_PARSE_LIMIT = 64 * 1024
+"""A text up to this size that libyaml finds wrong is parsed again by PyYAML, for its clearer messages."""
 MAX_INT_DIGITS = 40
 """Longer integer literals are refused while parsing (before Python's own digit limit)."""
 MAX_INT = 2 ** 63 - 1
@@ -71,28 +75,22 @@ class _YAMLRefused(yaml.MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class SpecLoader(yaml.SafeLoader):
-    """Safe loading, minus YAML 1.1's base-60 numbers: ``time: 1:30:00`` must stay a string.
+class _Bounded:
+    """The spec loader's limits, as a mixin placed before PyYAML's Composer and SafeConstructor."""
 
-    PyYAML reads ``1:30:00`` as the integer 5400 and ``1e-3`` as a string; the first
-    would silently turn a walltime into minutes, so plain scalars follow YAML 1.2 here.
-
-    Bounded, whatever the text: aliases (``*name``) are refused, so the document is a
-    tree no larger than its text (no "billion laughs"); nesting deeper than
-    :data:`MAX_YAML_DEPTH` and integer literals longer than :data:`MAX_INT_DIGITS` digits
-    are refused; a key given twice in one mapping is refused with its dotted path and
-    line (PyYAML would silently keep the last one).
-    """
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
+    def _init_limits(self) -> None:
         self._path: list[str] = []  # dotted-key parts of the node being composed
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise _YAMLRefused(f"alias *{_cut(str(event.anchor), 20)} is not allowed in a spec (write the value "
                                "out; share settings between specs with extends)", event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _YAMLRefused(f"more than {MAX_YAML_NODES} values (allowed: a spec of at most {MAX_YAML_NODES} "
+                               "keys, values and items)", self.peek_event().start_mark)
         if isinstance(index, yaml.Node):  # the value of a mapping entry: index is its key
             part = index.value if isinstance(index, yaml.ScalarNode) else "?"
             self._path.append(f".{part}" if self._path else str(part))
@@ -134,7 +132,41 @@ class SpecLoader(yaml.SafeLoader):
         return super().construct_yaml_int(node)
 
 
-SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
+class SpecLoader(_Bounded, yaml.SafeLoader):
+    """Safe loading, minus YAML 1.1's base-60 numbers: ``time: 1:30:00`` must stay a string.
+
+    PyYAML reads ``1:30:00`` as the integer 5400 and ``1e-3`` as a string; the first
+    would silently turn a walltime into minutes, so plain scalars follow YAML 1.2 here.
+
+    Bounded, whatever the text: aliases (``*name``) are refused, so the document is a
+    tree no larger than its text (no "billion laughs"); nesting deeper than
+    :data:`MAX_YAML_DEPTH` and integer literals longer than :data:`MAX_INT_DIGITS` digits
+    are refused; a key given twice in one mapping is refused with its dotted path and
+    line (PyYAML would silently keep the last one).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._init_limits()
+
+
+_CParser = getattr(getattr(yaml, "cyaml", None), "CParser", None) if yaml.__with_libyaml__ else None
+
+if _CParser is not None:
+    class _FastSpecLoader(_Bounded, yaml.composer.Composer, _CParser, yaml.constructor.SafeConstructor,
+                          yaml.resolver.Resolver):
+        """:class:`SpecLoader` with libyaml's scanner and parser (several times faster; same limits)."""
+
+        def __init__(self, stream: Any) -> None:
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._init_limits()
+else:  # pragma: no cover - PyYAML built without libyaml
+    _FastSpecLoader = None  # type: ignore[assignment,misc]
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", _Bounded.construct_yaml_int)
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers
             if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
@@ -151,6 +183,9 @@ SpecLoader.add_implicit_resolver(
                r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."),
 )
+if _FastSpecLoader is not None:
+    _FastSpecLoader.add_constructor("tag:yaml.org,2002:int", _Bounded.construct_yaml_int)
+    _FastSpecLoader.yaml_implicit_resolvers = SpecLoader.yaml_implicit_resolvers
 
 
 def parse_yaml(text: str) -> Any:
@@ -159,6 +194,16 @@ def parse_yaml(text: str) -> Any:
     Raises yaml.YAMLError for text that is not YAML or that the loader refuses, and
     :class:`SpecError` (key: the dotted path, no file) for a duplicate key.
     """
+    if _FastSpecLoader is None:
+        return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+    try:
+        return yaml.load(text, Loader=_FastSpecLoader)  # noqa: S506 - a SafeConstructor
+    except (_YAMLRefused, yaml.constructor.ConstructorError):
+        raise
+    except yaml.YAMLError:
+        if len(text) > _PURE_PARSE_LIMIT:
+            raise
+    # Not YAML: PyYAML's own parser says why more clearly (the offending character, in quotes).
     return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
 
 

@@ -320,6 +320,29 @@ def test_sizes_and_depths(tmp_path, monkeypatch, capsys, text, message):
     check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", message)
 
 
+@pytest.mark.parametrize("text, message", [
+    pytest.param("name: j\nx: [" + ", ".join(["1"] * 20000) + "]\n",
+                 "job.yaml: line 2: YAML error: more than 10000 values (allowed: a spec of at most 10000 keys, "
+                 "values and items)", id="many-items"),
+    pytest.param("name: j\n" + "".join(f"k{i}: 1\n" for i in range(6000)),
+                 "job.yaml: line 5000: YAML error: more than 10000 values (allowed: a spec of at most 10000 keys, "
+                 "values and items)", id="many-keys"),
+    pytest.param("name: j\n# " + "x" * 1000000 + "\nbogus: 1\n",
+                 "job.yaml: bogus: unknown key (valid: name, scheduler, resources, environment, output, train, sweep)",
+                 id="one-mebibyte-comment"),
+    pytest.param("name: j\nx: '" + "x" * 1000000 + "\n",
+                 "job.yaml: line 3: YAML error: found unexpected end of stream", id="one-mebibyte-unclosed-quote"),
+    pytest.param("name: j\n# " + "x" * 100000 + "\nresources: {nodes: 1\n",
+                 "job.yaml: line 4: YAML error: did not find expected ',' or '}'", id="large-file-syntax-error"),
+])
+def test_large_texts_are_quick(tmp_path, monkeypatch, capsys, text, message):
+    # Under a second although PyYAML's pure-Python parser alone takes about that long for 1 MiB:
+    # libyaml parses, and the number of values is capped. A large text that is not YAML gets
+    # libyaml's message (small ones PyYAML's, as in test_spec_errors).
+    (tmp_path / "job.yaml").write_text(text)
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", message)
+
+
 def test_file_over_the_size_cap(tmp_path, monkeypatch, capsys):
     (tmp_path / "job.yaml").write_text("name: j\n# " + "x" * (1024 * 1024) + "\n")
     size = (tmp_path / "job.yaml").stat().st_size
@@ -489,7 +512,7 @@ ECHOES = [
                  id="long-unknown-key"),
     pytest.param(f"train: {{device: {'x' * 100000}}}",
                  f"train.device: must be auto, cpu, cuda or cuda:N (got '{'x' * 66}...)", id="long-device"),
-    pytest.param("train: {data: {image_shape: [" + ", ".join(["1"] * 20000) + "]}}",
+    pytest.param("train: {data: {image_shape: [" + ", ".join(["1"] * 5000) + "]}}",
                  "train.data.image_shape: must be [height, width], each at least 6 (got [" + "1, " * 22 + "...): "
                  "two 3x3 convolutions and a 2x2 pooling must leave at least one feature", id="long-list"),
     pytest.param(f"scheduler: {{kind: {'s' * 100000}}}",
