@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from cluster import backends
-from cluster.backends import Backend, Check
+from cluster.backends import Backend, Check, JobOptions, modules_init, python_for, shell_path
 from cluster.backends.base import poll
-from cluster.backends.script import modules_init, python_for, shell_path
 from cluster.errors import ClusterError, SchedulerError
 from cluster.spec import JobSpec
 
@@ -195,7 +194,6 @@ def _probe_dir(runs_dir: str) -> Path:
 
 def _submit_probe(report: Report, spec: JobSpec, backend: Backend) -> tuple[str, Path] | None:
     """Render and submit the probe job; its id and output file (None when refused)."""
-    from cluster.backends.script import JobOptions
     from cluster.spec import apply_overrides
 
     probe_spec = apply_overrides(spec, {"resources.time": 1})

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.backends.base import Backend, Check, JobInfo, answers, run_command
 from cluster.backends.pbs import script
+from cluster.backends.pbs.executor import PBSExecutor, continue_job, pbs_answers
 from cluster.backends.pbs.watcher import PBSInfoWatcher
-from cluster.backends.script import JobOptions
 from train.contract import LOGS_DIR
 
 if TYPE_CHECKING:
@@ -53,33 +53,15 @@ def pbs_jobs(job_ids: list[str], flavor: str) -> dict[str, JobInfo]:
     return found
 
 
-class PBSBackend(Backend):
+class PBSBackend(script.PBSScripts, Backend):
     kind = "pbs"
-    dialects = ("pbspro", "torque")
-    prefix = script.PREFIX
     detect_order = 20
     continues_in_new_job = True
 
     def available(self) -> bool:
-        from cluster.backends.pbs.executor import pbs_answers
-
         return pbs_answers()
 
-    def dialect(self, spec: JobSpec, name: str | None) -> str:
-        return spec.scheduler.pbs_flavor if name in (None, self.kind) else name
-
-    def directives(self, spec: JobSpec, options: JobOptions, dialect: str) -> list[str]:
-        return script.DIRECTIVES[dialect](spec, options)
-
-    def workdir_lines(self, dialect: str) -> list[str]:
-        return script.workdir_lines()
-
-    def requeue_lines(self, spec: JobSpec, dialect: str) -> list[str]:
-        return script.requeue_lines(spec)
-
     def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> Any:
-        from cluster.backends.pbs.executor import PBSExecutor
-
         return PBSExecutor(run_dir / LOGS_DIR, spec=spec, run_dir=run_dir)
 
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
@@ -94,8 +76,6 @@ class PBSBackend(Backend):
 
     def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
         """PBS jobs cannot requeue themselves: submit the continuation, which waits for us to end."""
-        from cluster.backends.pbs.executor import continue_job
-
         return continue_job(env.job_id, os.environ["CLUSTER_SUBMITIT_FOLDER"])
 
     def doctor_checks(self, spec: JobSpec) -> list[Check]:

@@ -31,6 +31,7 @@ from submitit.core import core, utils
 from cluster.backends.base import answers, run_command, submit_array
 from cluster.backends.pbs.environment import PBSJobEnvironment
 from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
+from cluster.backends.pbs.script import SCRIPTS
 from cluster.backends.pbs.watcher import PBSInfoWatcher
 from cluster.backends.script import JobOptions, build_script
 from cluster.units import parse_memory, parse_walltime
@@ -159,9 +160,7 @@ class PBSExecutor(core.PicklingExecutor):
                  # exec: the job's own process is the one the scheduler tracks and kills; a child
                  # of a killed batch shell can outlive its job where process tracking is by parent.
                  f"exec {command}"]
-        from cluster.backends.pbs.backend import BACKEND
-
-        return build_script(spec, BACKEND, self.flavor, command=lines, options=options).text()
+        return build_script(spec, SCRIPTS, self.flavor, command=lines, options=options).text()
 
     def _make_submission_command(self, submission_file_path: Path) -> list[str]:
         out, err = self._log_paths()

@@ -87,3 +87,25 @@ def torque_directives(spec: JobSpec, options: JobOptions) -> list[str]:
 
 
 DIRECTIVES = {"pbspro": pbspro_directives, "torque": torque_directives}
+
+
+class PBSScripts:
+    """What the script template needs of PBS (the backend adds submission and state)."""
+
+    prefix = PREFIX
+    dialects = ("pbspro", "torque")
+
+    def dialect(self, spec: JobSpec, name: str | None) -> str:
+        return spec.scheduler.pbs_flavor if name in (None, "pbs") else name
+
+    def directives(self, spec: JobSpec, options: JobOptions, dialect: str) -> list[str]:
+        return DIRECTIVES[dialect](spec, options)
+
+    def workdir_lines(self, dialect: str) -> list[str]:
+        return workdir_lines()
+
+    def requeue_lines(self, spec: JobSpec, dialect: str) -> list[str]:
+        return requeue_lines(spec)
+
+
+SCRIPTS = PBSScripts()
