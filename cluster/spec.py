@@ -345,14 +345,18 @@ class JobSpec:
         return Path(expand_path(self.environment.tmpdir, environ, key="environment.tmpdir", file=self.source))
 
 
-def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str = "", file: str = "") -> str:
+def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str = "", file: str = "",
+                strict: bool = True) -> str:
     """Expand a validated path exactly as the rendered script's ``"..."`` word does in bash.
 
     A leading ``~`` or ``~/`` is ``$HOME`` (what ``shell_path`` writes); ``$NAME`` and
     ``${NAME}`` take their values from ``environ`` (default: ``os.environ``); nothing else
     is special (the loader allowed nothing else). Where bash would expand an unset
     variable to nothing (``$SCRATCH/runs`` -> ``/runs``), this raises a one-line
-    :class:`SpecError` instead: on the login node that is always a mistake.
+    :class:`SpecError` instead: on the login node that is always a mistake. With
+    ``strict=False`` an unset variable is empty, as in bash (for ``environment.env``
+    values, which the local executor exports in order: ``os.environ`` then holds the
+    earlier ones, as the script's shell does).
     """
     env = os.environ if environ is None else environ
     if text == "~" or text.startswith("~/"):
@@ -361,6 +365,8 @@ def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         if name not in env:
+            if not strict:
+                return ""
             raise SpecError(key, f"uses ${name}, which is not set here (allowed: variables set in the "
                             "environment of cluster; set it, or write the path out)", file or None)
         return env[name]

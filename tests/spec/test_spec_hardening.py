@@ -589,6 +589,16 @@ def test_runs_dir_with_an_unset_variable_is_one_line():
                                "variables set in the environment of cluster; set it, or write the path out)")
 
 
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+@pytest.mark.parametrize("value", ["$NOPE/x", "a${NOPE}b", "~/$NOPE", "$HOME$NOPE"])
+def test_expand_path_not_strict_is_bash_for_unset_variables(value):
+    environ = {"HOME": "/home/u", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    word = "$HOME" + value[1:] if value.startswith("~/") else value
+    out = subprocess.run([BASH, "-c", f'printf %s "{word}"'], env=environ, capture_output=True, text=True,
+                         timeout=30).stdout
+    assert expand_path(value, environ, strict=False) == out
+
+
 def test_tmpdir_path():
     spec = spec_at("runs")
     assert spec.tmpdir_path({"HOME": "/h"}) == Path("/h/tmp")
