@@ -3,7 +3,9 @@
 Exit status: 0 completed; 75 (`EXIT_REQUEUE`) stopped early by SIGUSR2/SIGTERM or the
 walltime deadline, with a checkpoint to resume from (run the same command again); 2 a
 mistake in the spec, the data file, an incompatible resume, or a checkpoint that would
-unpickle code (one line on stderr); 1 any other error.
+unpickle code, or another trainer already at work in the run directory (`RunLocked`: at
+most one trainer per run directory; this one wrote nothing) -- one line on stderr; 1 any
+other error.
 
 Example:
     python -m train --config jobs/smoke.yaml --run-dir runs/smoke
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from train.contract import DEADLINE_ENV, EXIT_REQUEUE, SpecError, parse_walltime
+from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError, parse_walltime
 
 if TYPE_CHECKING:
     from train.contract.config import TrainConfig
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err.with_file(args.config), file=sys.stderr)
         return 2
-    except (DataError, IncompatibleCheckpoint, UnsafeCheckpoint) as err:
+    except (DataError, IncompatibleCheckpoint, UnsafeCheckpoint, RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if result.status == "completed" else EXIT_REQUEUE

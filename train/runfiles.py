@@ -12,6 +12,8 @@ these without importing torch:
     DIR/checkpoints/ckpt-<step>.pt     rotating checkpoints (torch format, tensors only)
     DIR/checkpoints/ckpt-<step>.json   sidecar: position, size and CRC-32 of the .pt
     DIR/checkpoints/best.pt, final.pt  the best (by val_auc) and the final checkpoint
+    DIR/.trainer.lock                  held (flock) by the trainer's rank 0 while it runs;
+                                       "<pid> <host>" of the holder while held
     DIR/ranks/rank-<r>.sha256          data-parallel runs: each rank's weights_sha256 at the
                                        end (one hex line), written by that rank; all equal
                                        summary.json's when DDP kept the ranks in step
@@ -23,15 +25,21 @@ complete checkpoint or none (and a stray temporary file, removed at the next sta
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import re
 import secrets
+import socket
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE, RANKS_DIR,
-                            SUMMARY_FILE, TMP_PREFIX, fsync_dir, remove_stray_temporaries, write_atomic, write_json_atomic)
+                            SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, RunLocked, fsync_dir, remove_stray_temporaries,
+                            write_atomic, write_json_atomic)
 
 __all__ = ["BEST_CHECKPOINT", "CHECKPOINT_DIR", "FINAL_CHECKPOINT", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR",
            "SUMMARY_FILE", "remove_stray_temporaries", "write_atomic", "write_json_atomic"]
@@ -66,6 +74,67 @@ def file_crc32(path: str | Path) -> int:
         for block in iter(lambda: f.read(1 << 20), b""):
             crc = zlib.crc32(block, crc)
     return crc
+
+
+# --- the trainer lock ---------------------------------------------------------------------
+
+LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+"""What flock fails with where the file system has no (cluster-wide) locks, e.g. Lustre
+mounted without -o flock."""
+
+
+@contextlib.contextmanager
+def trainer_lock(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold DIR/.trainer.lock (an exclusive flock) while the block runs: at most one trainer
+    per run directory. Never waits: raises `RunLocked` at once, naming the holder's pid and
+    host (written into the file while it is held), when another process holds it.
+
+    The lock goes with the open file: released when the block ends and, however the process
+    ends (SIGKILL, a crash), by the kernel, or by NFS's lock manager once the client is gone.
+    The file stays, emptied. On a file system without locks, `warn` says so and the block
+    runs unlocked.
+    """
+    directory = Path(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / TRAINER_LOCK
+    try:
+        fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:  # another user's run, shared through the group: lock, but write no pid
+        fd, writable = os.open(path, os.O_RDONLY), False
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            raise RunLocked(directory, *_lock_holder(fd)) from None
+        except OSError as err:
+            if err.errno not in LOCKS_UNSUPPORTED:
+                raise
+            if warn is not None:
+                warn(f"cannot lock {path} ({err.strerror}): nothing stops a second trainer from working in this "
+                     "run directory at the same time")
+        writable = writable and locked
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            if writable:
+                os.ftruncate(fd, 0)  # no stale pid for the next holder's rivals to read
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> tuple[int | None, str | None]:
+    """(pid, host) that the lock's holder wrote, or Nones while it has not written them yet."""
+    try:
+        fields = os.pread(fd, 300, 0).decode(errors="replace").split()
+    except OSError:
+        return None, None
+    pid = int(fields[0]) if fields and fields[0].isdigit() else None
+    return pid, (fields[1] if len(fields) > 1 else None)
 
 
 # --- checkpoints --------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import checkpoint, runfiles
-from train.contract import DEADLINE_ENV, EXIT_REQUEUE, SpecError
+from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
 from train.contract.config import TrainConfig
 from train.distributed import Comm, World, process_group, rank_seed
 from train.data import Arrays, EpochSampler, class_weights, load_data, stratified_split
@@ -411,13 +411,17 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        """Train to `config.epochs`, resuming from the newest intact checkpoint if any."""
+        """Train to `config.epochs`, resuming from the newest intact checkpoint if any.
+
+        Raises `RunLocked` at once, having written nothing, when another trainer is at work
+        in the run directory.
+        """
         run_started = time.perf_counter()
         device = resolve_device(self.config.device, self.world)
         if self.config.batch_size < self.world.size:
             raise SpecError("train.batch_size", f"is {self.config.batch_size} but the job runs {self.world.size} tasks, "
                             "which share every batch: use at least one sample per task")
-        with small_conv_kernels(device), process_group(self.world, device) as comm:
+        with small_conv_kernels(device), process_group(self.world, device) as comm, self._run_lock(comm):
             parts = self._setup(device, comm)
             attempt = self._resume(parts, run_started)
             for epoch in range(attempt.loop.epoch, self.config.epochs):
@@ -426,6 +430,25 @@ class Trainer:
                     return stopped
                 self._end_epoch(parts, attempt, epoch)
             return self._finish(parts, attempt)
+
+    @contextlib.contextmanager
+    def _run_lock(self, comm: Comm) -> Iterator[None]:
+        """Rank 0 holds the run directory's trainer lock for the whole run; when another
+        trainer holds it, every rank raises `RunLocked` (the others learn it from rank 0
+        rather than waiting for it in a collective)."""
+        with contextlib.ExitStack() as stack:
+            refused: RunLocked | None = None
+            if self.world.primary:
+                try:
+                    stack.enter_context(runfiles.trainer_lock(self.run_dir, warn=_warn))
+                except RunLocked as err:
+                    refused = err
+            holder = comm.broadcast(0 if refused is None else (refused.pid or -1))
+            if refused is not None:
+                raise refused
+            if holder:
+                raise RunLocked(self.run_dir, holder if holder > 0 else None)
+            yield
 
     # --- setup: threads, data, model, optimizer ------------------------------------------
 

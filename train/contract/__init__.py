@@ -7,6 +7,7 @@ the login node, where torch is never imported; ``train`` imports nothing from ``
 - the job's environment variables (``RUN_DIR_ENV``, ``DEADLINE_ENV``) and exit status
   ``EXIT_REQUEUE`` ("checkpointed: continue me");
 - :class:`SpecError`, the error both sides raise for a wrong spec value;
+- ``TRAINER_LOCK`` and :class:`RunLocked`: at most one trainer works in a run directory;
 - :func:`write_atomic`, the one atomic writer for every file of a run directory;
 - :func:`parse_walltime`, since both sides read walltimes;
 - :mod:`train.contract.config`: the ``train:`` section of a spec, validated without torch.
@@ -48,6 +49,12 @@ SWEEP_JSON = "sweep.json"
 FINAL_CHECKPOINT = "final.pt"
 BEST_CHECKPOINT = "best.pt"
 
+TRAINER_LOCK = ".trainer.lock"
+"""Rank 0 of a trainer holds an exclusive ``fcntl.flock`` on this file for its whole run,
+and writes ``<pid> <host>`` into it; a second trainer on the run directory raises
+:class:`RunLocked` at once. The kernel (or NFS's lock manager) drops the lock when the
+process dies, however it dies, so a stale file never blocks anyone."""
+
 TMP_PREFIX = ".tmp-"
 """Temporary files of :func:`write_atomic` are named ``.tmp-<target>.<random>``."""
 
@@ -69,6 +76,32 @@ class SpecError(Exception):
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.key) if p]
         return ": ".join(parts + [self.message])
+
+
+class RunLocked(Exception):
+    """Another trainer (pid ``pid`` on ``host``, when it could be read) is training in
+    ``run_dir``: this one started nothing and wrote nothing. Not a failure of the run.
+
+    ``python -m train`` prints it as one line and exits 2.
+    """
+
+    exit_code = 2
+
+    def __init__(self, run_dir: str | Path, pid: int | None = None, host: str | None = None) -> None:
+        self.run_dir = str(run_dir)
+        self.pid = pid
+        self.host = host
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        holder = f"pid {self.pid}" if self.pid else "pid unknown"
+        if self.host:
+            holder += f" on {self.host}"
+        return (f"{self.run_dir}: another trainer is already training this run ({holder}); "
+                f"at most one trainer per run directory (lock: {TRAINER_LOCK})")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.run_dir, self.pid, self.host)
 
 
 def fsync_dir(path: str | Path) -> None:
