@@ -30,7 +30,7 @@ from cluster import backends
 from cluster.backends import Backend, Check, JobOptions, modules_init, python_for, shell_path
 from cluster.backends.base import poll
 from cluster.errors import ClusterError, SchedulerError
-from cluster.spec import JobSpec
+from cluster.spec import JobSpec, expand_path
 
 PROBE_WAIT_SECONDS = 180
 TOOLKIT_IMPORTS = "import train, cluster.job, submitit, yaml"
@@ -70,8 +70,8 @@ def check_scheduler(report: Report, spec: JobSpec) -> Backend:
 # ---------------------------------------------------------------- files and python
 
 
-def check_runs_dir(report: Report, runs_dir: str) -> None:
-    path = Path(os.path.expandvars(runs_dir)).expanduser()
+def check_runs_dir(report: Report, spec: JobSpec) -> None:
+    path = spec.runs_dir_path()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -117,7 +117,7 @@ def _timed(cmd: list[str], timeout: float = 120) -> tuple[int, str, float]:
 
 
 def check_python(report: Report, spec: JobSpec) -> None:
-    python = os.path.expandvars(python_for(spec))
+    python = expand_path(python_for(spec), strict=False)
     rc, out, seconds = _timed([python, "-c", f"{TOOLKIT_IMPORTS}; import sys; print(sys.version.split()[0])"])
     if rc != 0:
         last = out.splitlines()[-1] if out else f"exit {rc}"
@@ -185,8 +185,8 @@ def probe_lines(spec: JobSpec) -> list[str]:
     ]
 
 
-def _probe_dir(runs_dir: str) -> Path:
-    root = Path(os.path.expandvars(runs_dir)).expanduser() / ".doctor"
+def _probe_dir(spec: JobSpec) -> Path:
+    root = spec.runs_dir_path() / ".doctor"
     path = root / f"probe-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     path.mkdir(parents=True)
     return path.resolve()
@@ -197,7 +197,7 @@ def _submit_probe(report: Report, spec: JobSpec, backend: Backend) -> tuple[str,
     from cluster.spec import apply_overrides
 
     probe_spec = apply_overrides(spec, {"resources.time": 1})
-    folder = _probe_dir(spec.output.runs_dir)
+    folder = _probe_dir(spec)
     out, err = folder / "probe.out", folder / "probe.err"
     options = JobOptions(job_name=f"{spec.name}-probe", stdout=str(out), stderr=str(err),
                          early_signal=False, requeue=False)
@@ -279,7 +279,7 @@ def doctor(spec_path: str | None, overrides: list[str], probe: bool, echo: Calla
         echo("no job spec given: checking with default settings")
     report = Report(echo)
     backend = check_scheduler(report, spec)
-    check_runs_dir(report, spec.output.runs_dir)
+    check_runs_dir(report, spec)
     if spec.environment.modules and backend.has_modules:
         check_modules(report, spec)
     check_python(report, spec)

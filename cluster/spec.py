@@ -32,7 +32,6 @@ __all__ = [
     "format_memory", "format_walltime", "parse_memory", "parse_walltime",
 ]
 
-SCHEDULER_KINDS = ("auto", "slurm", "pbs", "local")
 PBS_FLAVORS = ("pbspro", "torque")
 SLURM_GPU_FLAGS = ("gres", "gpus", "gpus-per-node")
 
@@ -85,7 +84,7 @@ class _Bounded:
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise _YAMLRefused(f"alias *{_cut(str(event.anchor), 20)} is not allowed in a spec (write the value "
+            raise _YAMLRefused(f"alias *{cut(str(event.anchor), 20)} is not allowed in a spec (write the value "
                                "out; share settings between specs with extends)", event.start_mark)
         self._nodes += 1
         if self._nodes > MAX_YAML_NODES:
@@ -120,7 +119,7 @@ class _Bounded:
             if ident in first_line:
                 prefix = "".join(self._path).lstrip(".")
                 key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                raise SpecError(_cut(key, 120), f"duplicate key on line {line} "
+                raise SpecError(cut(key, 120), f"duplicate key on line {line} "
                                 f"(first on line {first_line[ident]}; allowed: each key once per mapping)")
             first_line[ident] = line
 
@@ -499,8 +498,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             line = f"line {text.count(chr(10), 0, err.position) + 1}: "
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         if isinstance(err, yaml.constructor.ConstructorError):
-            problem = f"{_cut(problem, 160)} (YAML tags that construct objects are not allowed)"
-        raise SpecError("", f"{line}YAML error: {_cut(problem, 200)}", where) from None
+            problem = f"{cut(problem, 160)} (YAML tags that construct objects are not allowed)"
+        raise SpecError("", f"{line}YAML error: {cut(problem, 200)}", where) from None
     if doc is None:
         raise SpecError("", "empty file (expected a mapping of spec keys)", where)
     if not isinstance(doc, dict):
@@ -524,7 +523,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ..
         raise SpecError("", _os_problem(OSError(errno.ELOOP, "loop")), str(path)) from None
     if resolved in chain:
         cycle = " -> ".join((*names, str(path)))
-        raise SpecError("extends", _cut(f"cycle {cycle}", 160)
+        raise SpecError("extends", cut(f"cycle {cycle}", 160)
                         + " (a file must not extend itself, directly or not)", names[-1])
     base_ref = doc.pop("extends", None)
     origins: dict[str, str] = {}
@@ -541,7 +540,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ..
         try:
             os.stat(base_path)
         except (FileNotFoundError, NotADirectoryError):
-            raise SpecError("extends", f"file not found: {_cut(base_ref, 60)} (looked for {_cut(str(base_path), 80)}; "
+            raise SpecError("extends", f"file not found: {cut(base_ref, 60)} (looked for {cut(str(base_path), 80)}; "
                             "allowed: a path relative to this file)", str(path)) from None
         except OSError:
             pass  # a symlink loop, no permission: _read_yaml says so, naming the file
@@ -577,7 +576,7 @@ def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
 
 
 def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -> None:
-    where = f"{file} (--set {_cut(item, 80)})"
+    where = f"{file} (--set {cut(item, 80)})"
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or not all(key.split(".")):
@@ -585,7 +584,7 @@ def _apply_override(data: dict, origins: dict[str, str], item: str, file: str) -
     try:
         value = parse_yaml(text) if text.strip() else None
     except SpecError as err:  # a duplicate key inside the value
-        raise SpecError(_cut(f"{key}.{err.key}", 100), err.message, where) from None
+        raise SpecError(cut(f"{key}.{err.key}", 100), err.message, where) from None
     except yaml.constructor.ConstructorError:
         raise SpecError(key, "YAML tags that construct objects are not allowed (allowed: plain YAML values)",
                         where) from None
@@ -606,8 +605,8 @@ def _set_dotted(data: dict, parts: list[str], value: Any, key: str, where: str) 
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SpecError(_cut(".".join(parts[: i + 1]), 80), f"is {_kind(child)}, not a mapping "
-                            f"(cannot set {_cut(key, 80)} inside it)", where)
+            raise SpecError(cut(".".join(parts[: i + 1]), 80), f"is {_kind(child)}, not a mapping "
+                            f"(cannot set {cut(key, 80)} inside it)", where)
         node = child
     node[parts[-1]] = value
 
@@ -635,7 +634,7 @@ def _check_keys(value: Mapping, prefix: str, valid: Iterable[str]) -> None:
     for name in value:
         if name not in valid:
             dotted = f"{prefix}.{name}" if prefix else str(name)
-            raise SpecError(_cut(dotted, 80), f"unknown key (valid: {', '.join(valid)})")
+            raise SpecError(cut(dotted, 80), f"unknown key (valid: {', '.join(valid)})")
 
 
 def _choice(section: Mapping, prefix: str, key: str, choices: Sequence[str], default: str) -> str:
@@ -666,7 +665,7 @@ def _unit(value: Any, key: str, parse: Callable[[Any], int], allowed: str) -> in
         raise SpecError(key, f"cannot parse {_show(value)} (allowed: {allowed})") from None
 
 
-def _cut(text: str, limit: int = _SHOW_LIMIT) -> str:
+def cut(text: str, limit: int = _SHOW_LIMIT) -> str:
     """``text``, or its first ``limit`` characters and ``...``."""
     return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
 
@@ -677,7 +676,7 @@ def _show(value: Any, limit: int = _SHOW_LIMIT) -> str:
     Bounded in time and memory whatever the value: a long string or list is cut before it
     is written out, an integer too long to print is described by its number of digits.
     """
-    return _cut(_short_repr(value, limit + 1), limit)
+    return cut(_short_repr(value, limit + 1), limit)
 
 
 def _short_repr(value: Any, budget: int) -> str:
@@ -706,7 +705,7 @@ def _short_repr(value: Any, budget: int) -> str:
             out.append(text)
             used += len(text) + 2
         return opening + ", ".join(out) + closing
-    return _cut(repr(value), budget)
+    return cut(repr(value), budget)
 
 
 def _check_numbers(value: Any, key: str, depth: int = 0) -> None:
@@ -760,7 +759,7 @@ def _shell_text(value: str, key: str) -> str:
             raise SpecError(key, f"contains '$(' ({PATH_NO_COMMANDS})")
         if after == "{":
             end = rest.find("}", dollar)
-            snippet = _cut(rest[dollar: end + 1] if end >= 0 else rest[dollar:], 16)
+            snippet = cut(rest[dollar: end + 1] if end >= 0 else rest[dollar:], 16)
         else:
             snippet = rest[dollar: dollar + 2]
         raise SpecError(key, f"contains {snippet!r}, which is not $NAME or ${{NAME}} ({PATH_NO_COMMANDS})")
@@ -781,10 +780,10 @@ def _safe_path(value: Any, key: str) -> str:
     _shell_text(value, key)
     if value.startswith("-"):
         # mkdir -p "$TMPDIR", "$PYTHON" -m train: a leading '-' would be read as an option.
-        raise SpecError(key, f"starts with '-' (allowed: a path that does not start with '-'; write ./{_cut(value, 40)})")
+        raise SpecError(key, f"starts with '-' (allowed: a path that does not start with '-'; write ./{cut(value, 40)})")
     if value.startswith("~") and not (value == "~" or value.startswith("~/")):
         # The script expands ~ and ~/ (as $HOME); ~user/... would stay a literal directory name.
-        raise SpecError(key, f"starts with {_cut(value.split('/')[0], 20)!r} (allowed: ~ or ~/ at the start, "
+        raise SpecError(key, f"starts with {cut(value.split('/')[0], 20)!r} (allowed: ~ or ~/ at the start, "
                         "$VAR, ${VAR}; ~user is not expanded)")
     return value
 
@@ -886,7 +885,7 @@ def _train_config(data: dict) -> TrainConfig:
                     message = message.replace(described, _show(value), 1)
             except KeyError:
                 pass
-        raise SpecError(_cut(key, 100), _cut(message, 220), err.file) from None
+        raise SpecError(cut(key, 100), cut(message, 220), err.file) from None
 
 
 def _build(data: dict, source: str) -> JobSpec:
@@ -896,10 +895,26 @@ def _build(data: dict, source: str) -> JobSpec:
     if "name" not in data:
         raise SpecError("name", "missing (a job name: letters, digits, '.', '_', '-')")
     name = _safe_string(data["name"], "name", _NAME_RE, "letters, digits, '.', '_', '-', at most 64")
+    o = _section(data, "output", ("runs_dir",))
+    output = Output(runs_dir=_safe_path(o.get("runs_dir", "runs"), "output.runs_dir"))
+    train_data = data.get("train")
+    if train_data is not None and not isinstance(train_data, dict):
+        raise SpecError("train", f"must be a mapping (got {_kind(train_data)})")
+    spec = JobSpec(name=name, scheduler=_scheduler_section(data), resources=_resources_section(data),
+                   environment=_environment_section(data), output=output, train=_train_config(data),
+                   sweep=_parse_sweep(data.get("sweep")), source=source)
+    for key, values in spec.sweep:  # every point must be a valid spec
+        for value in values:
+            _check_sweep_point(spec, key, value)
+    return spec
+
+
+def _scheduler_section(data: dict) -> SchedulerConfig:
+    from cluster import backends  # the registry knows which kinds exist (a test adds a toy one)
 
     s = _section(data, "scheduler", (f.name for f in dataclasses.fields(SchedulerConfig)))
-    scheduler = SchedulerConfig(
-        kind=_choice(s, "scheduler", "kind", SCHEDULER_KINDS, "auto"),
+    return SchedulerConfig(
+        kind=_choice(s, "scheduler", "kind", ("auto", *backends.kinds()), "auto"),
         pbs_flavor=_choice(s, "scheduler", "pbs_flavor", PBS_FLAVORS, "pbspro"),
         slurm_gpu_flag=_choice(s, "scheduler", "slurm_gpu_flag", SLURM_GPU_FLAGS, "gres"),
         extra_directives=_string_list(s.get("extra_directives"), "scheduler.extra_directives"),
@@ -909,6 +924,8 @@ def _build(data: dict, source: str) -> JobSpec:
                               why="; Slurm's --signal takes at most 65535 seconds"),
     )
 
+
+def _resources_section(data: dict) -> Resources:
     r = _section(data, "resources", ("queue", "account", "nodes", "tasks_per_node", "gpus_per_node",
                                      "cpus_per_task", "mem", "time"))
     for key in ("queue", "account"):
@@ -924,7 +941,7 @@ def _build(data: dict, source: str) -> JobSpec:
     if r.get("time") is not None:
         time_seconds = _unit(r["time"], "resources.time", _spec_walltime,
                              "HH:MM:SS, D-HH:MM:SS, or minutes")
-    resources = Resources(
+    return Resources(
         queue=r.get("queue"),
         account=r.get("account"),
         nodes=_count(r, "resources", "nodes", 1, maximum=MAX_NODES),
@@ -935,6 +952,8 @@ def _build(data: dict, source: str) -> JobSpec:
         time_seconds=time_seconds,
     )
 
+
+def _environment_section(data: dict) -> Environment:
     e = _section(data, "environment", ("modules", "tmpdir", "setup", "env", "python"))
     modules = _string_list(e.get("modules"), "environment.modules")
     for i, module in enumerate(modules):
@@ -946,12 +965,12 @@ def _build(data: dict, source: str) -> JobSpec:
     if len(env_map) > MAX_LIST_ITEMS:
         raise SpecError("environment.env", f"has {len(env_map)} variables (allowed: at most {MAX_LIST_ITEMS})")
     for var, value in env_map.items():
-        key = f"environment.env.{_cut(str(var), 60)}"
+        key = f"environment.env.{cut(str(var), 60)}"
         _env_name(var, key)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise SpecError(key, f"must be a string or number (got {_kind(value)})")
         env_pairs.append((var, _shell_text(str(value), key)))
-    environment = Environment(
+    return Environment(
         modules=modules,
         tmpdir=_safe_path(e["tmpdir"], "environment.tmpdir") if e.get("tmpdir") is not None
         else (None if "tmpdir" in e else "$HOME/tmp"),
@@ -959,22 +978,6 @@ def _build(data: dict, source: str) -> JobSpec:
         env=tuple(env_pairs),
         python=_safe_path(e["python"], "environment.python") if e.get("python") is not None else None,
     )
-
-    o = _section(data, "output", ("runs_dir",))
-    output = Output(runs_dir=_safe_path(o.get("runs_dir", "runs"), "output.runs_dir"))
-
-    train_data = data.get("train")
-    if train_data is not None and not isinstance(train_data, dict):
-        raise SpecError("train", f"must be a mapping (got {_kind(train_data)})")
-    train = _train_config(data)
-
-    sweep = _parse_sweep(data.get("sweep"))
-    spec = JobSpec(name=name, scheduler=scheduler, resources=resources, environment=environment,
-                   output=output, train=train, sweep=sweep, source=source)
-    for key, values in sweep:  # every point must be a valid spec
-        for value in values:
-            _check_sweep_point(spec, key, value)
-    return spec
 
 
 def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -984,7 +987,7 @@ def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         raise SpecError("sweep", "must be a mapping of dotted.key: [values] (e.g. train.lr: [0.001, 0.0003])")
     grid = []
     for key, values in value.items():
-        where = f"sweep.{_cut(str(key), 60)}"
+        where = f"sweep.{cut(str(key), 60)}"
         if not isinstance(key, str) or key.split(".")[0] != "train":
             # One sweep is one array job, whose tasks share the job's resources and environment.
             raise SpecError(where, "sweep keys must be dotted keys under train "
@@ -1008,4 +1011,4 @@ def _check_sweep_point(spec: JobSpec, key: str, value: Any) -> None:
     try:
         _build(data, spec.source)
     except SpecError as err:
-        raise SpecError(f"sweep.{_cut(key, 60)}", f"value {_show(value, 40)}: {err.message}") from None
+        raise SpecError(f"sweep.{cut(key, 60)}", f"value {_show(value, 40)}: {err.message}") from None

@@ -63,7 +63,7 @@ def scheduler_refusals(what: str = "job") -> Iterator[None]:
 def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
                 extra: dict[str, Any] | None = None) -> Run:
     """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys)."""
-    run = Run(run_dir or new_run_dir(spec.output.runs_dir, spec.name))
+    run = Run(run_dir or new_run_dir(spec.runs_dir_path(), spec.name))
     write_atomic(run.spec_path, spec.to_yaml())
     (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
     run.logs_dir.mkdir(exist_ok=True)
@@ -90,7 +90,7 @@ def _copy_script(job: submitit.Job, run: Run) -> None:
 def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     """Submit one run; return it and its job id. A refused submission leaves no run directory."""
     kind = resolve_executor(spec, executor)
-    run_dir = new_run_dir(spec.output.runs_dir, spec.name)
+    run_dir = new_run_dir(spec.runs_dir_path(), spec.name)
     try:
         run = prepare_run(spec, kind, run_dir)
         with scheduler_refusals():

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
+import yaml
 
 from cluster import backends
 from cluster.backends.base import poll
 from cluster.errors import SpecError
 from cluster.job import TrainJob
 from cluster.runs import Run, new_run_dir, now_iso, write_atomic
-from cluster.spec import JobSpec, apply_overrides, parse_yaml
+from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
 from cluster.submit import prepare_run, scheduler_refusals
 from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
 
@@ -63,9 +64,24 @@ def parse_sweep_args(items: list[str]) -> list[tuple[str, list[Any]]]:
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
-            raise SpecError("--sweep", f"expected dotted.key=v1,v2,... (got {item!r})")
-        grid.append((key.strip(), [parse_yaml(v) for v in values.split(",")]))
+            raise SpecError("--sweep", f"expected dotted.key=v1,v2,... (got {cut(item, 60)!r})")
+        grid.append((key.strip(), [_sweep_value(key.strip(), v) for v in values.split(",")]))
+    points = 1
+    for _, values in grid:
+        points *= len(values)
+    if points > MAX_SWEEP_POINTS:
+        raise SpecError("--sweep", f"makes {points} tasks (allowed: at most {MAX_SWEEP_POINTS} in one sweep)")
     return grid
+
+
+def _sweep_value(key: str, text: str) -> Any:
+    """One value of ``--sweep KEY=v1,v2``: YAML where it parses, else the text itself."""
+    try:
+        return parse_yaml(text)
+    except SpecError as err:
+        raise SpecError(f"--sweep {cut(key, 60)}", err.message) from None
+    except yaml.YAMLError:
+        return text
 
 
 def grid_points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
@@ -117,7 +133,7 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
                             "(the tasks of one array job share its resources)", spec.source)
     points = grid_points(grid)
     backend = backends.resolve(executor or spec.scheduler.kind)
-    sweep_dir = new_run_dir(spec.output.runs_dir, f"{spec.name}-sweep")
+    sweep_dir = new_run_dir(spec.runs_dir_path(), f"{spec.name}-sweep")
 
     def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
         index, point = task

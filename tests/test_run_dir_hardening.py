@@ -123,3 +123,15 @@ def test_collect_to_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "results").write_text("not a directory")
     message = one_line_error(cluster("collect", str(run), "--to", str(tmp_path / "results"), cwd=tmp_path), 1)
     assert "results" in message
+
+
+@pytest.mark.parametrize("sweep, words", [
+    (["train.lr=[,1"], "train.lr"),
+    (["train.lr=1,2", "train.seed=" + ",".join(map(str, range(50))), "train.batch_size=" + ",".join(map(str, range(1, 12)))],
+     "1100 tasks"),
+])
+def test_bad_sweep_on_the_command_line_is_one_line(tmp_path: Path, sweep: list[str], words: str) -> None:
+    args = [a for item in sweep for a in ("--sweep", item)]
+    message = one_line_error(cluster("submit", SMOKE, "--executor", "local", *args, cwd=tmp_path), 2)
+    assert words in message
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

@@ -205,12 +205,14 @@ class LocalBackend(Backend):
 
         (Module loads need a cluster's module system; the local executor runs without them.)
         """
-        if spec.environment.tmpdir:
-            tmpdir = os.path.expanduser(os.path.expandvars(spec.environment.tmpdir))
-            os.makedirs(tmpdir, exist_ok=True)
-            os.environ["TMPDIR"] = tmpdir
+        from cluster.spec import expand_path
+
+        tmpdir = spec.tmpdir_path()
+        if tmpdir:
+            tmpdir.mkdir(parents=True, exist_ok=True)
+            os.environ["TMPDIR"] = str(tmpdir)
         for name, value in spec.environment.env:
-            os.environ[name] = os.path.expandvars(value)
+            os.environ[name] = expand_path(value, os.environ, strict=False)
 
     def doctor_checks(self, spec: JobSpec) -> list[Check]:
         return [Check("ok", "scheduler", "scheduler.kind is local: jobs run on this machine (local executor)")]

@@ -112,6 +112,8 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_toy_backend_renders_and_submits(toy: Path, capsys: pytest.CaptureFixture) -> None:
     assert "toy" in backends.kinds() and "toy" in backends.script_names()
+    assert main(["check", SMOKE, "--set", "scheduler.kind=toy"]) == 0  # the spec loader asks the registry
+    assert "kind: toy" in capsys.readouterr().out
     assert main(["render", SMOKE, "--scheduler", "toy"]) == 0
     script = capsys.readouterr().out
     assert "#TOY name=smoke\n#TOY cpus=1\n" in script
