@@ -124,6 +124,7 @@ def load_npz(config: DataConfig, cwd: str | Path | None = None) -> Arrays:
     where = str(config.path)
     if not path.is_file():
         raise DataError(where, f"no such file (looked for {path})")
+    _check_format(where, path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             present = sorted(npz.files)
@@ -139,17 +140,47 @@ def load_npz(config: DataConfig, cwd: str | Path | None = None) -> Arrays:
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        # allow_pickle=False turns object arrays into a ValueError: we never unpickle.
-        raise DataError(where, f"not a readable .npz file of numeric arrays ({err})") from None
+        # allow_pickle=False turns object arrays into a ValueError: we never unpickle (and
+        # numpy's hint to allow it is not for us to pass on).
+        reason = "it holds pickled objects, which are never loaded" if "pickle" in str(err) else str(err)
+        raise DataError(where, f"not a readable .npz file of numeric arrays ({reason})") from None
     return check_arrays(where, config, arrays["image"], arrays["vector"], arrays["label"])
+
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+
+
+def _check_format(where: str, path: Path) -> None:
+    """A .npz is a zip archive of .npy files: refuse anything else before numpy guesses
+    (it would return a .npy's one array, or try to unpickle a file it cannot place)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise DataError(where, f"cannot be read ({err.strerror})") from None
+    if head.startswith(NPY_MAGIC):
+        raise DataError(where, "is a .npy file (a single array); source: npz needs a .npz archive holding the image, "
+                               "vector and label arrays (numpy.savez)")
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(where, "not a readable .npz file (a .npz is a zip archive of arrays, as numpy.savez writes)")
+
+
+def _check_dtypes(where: str, roles: tuple[tuple[str, str, np.ndarray], ...]) -> None:
+    """Real numbers (or booleans) only: a cast to float32 would drop an imaginary part
+    silently, and turn dates or durations into meaningless numbers."""
+    for role, key, a in roles:
+        if a.dtype.kind == "c":
+            raise DataError(where, f"array {key!r} ({role}) is complex (dtype {a.dtype}); only real numbers can be "
+                                   "trained on: store the real part, or the magnitude, explicitly")
+        if a.dtype.kind not in "biuf":
+            raise DataError(where, f"array {key!r} ({role}) must be numeric (got dtype {a.dtype})")
 
 
 def check_arrays(where: str, config: DataConfig, image: np.ndarray, vector: np.ndarray, label: np.ndarray) -> Arrays:
     """Check shapes, label values and finiteness; return the arrays in training layout."""
     keys = config.keys
-    for role, key, a in (("image", keys.image, image), ("vector", keys.vector, vector), ("label", keys.label, label)):
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-            raise DataError(where, f"array {key!r} ({role}) must be numeric (got dtype {a.dtype})")
+    _check_dtypes(where, (("image", keys.image, image), ("vector", keys.vector, vector), ("label", keys.label, label)))
 
     if image.ndim == 4 and image.shape[1] == 1:
         image = image[:, 0]
@@ -170,6 +201,8 @@ def check_arrays(where: str, config: DataConfig, image: np.ndarray, vector: np.n
     lengths = {keys.image: len(image), keys.vector: len(vector), keys.label: len(label)}
     if len(set(lengths.values())) != 1:
         raise DataError(where, "arrays differ in length: " + ", ".join(f"{k} has {n}" for k, n in lengths.items()))
+    if len(label) == 0:
+        raise DataError(where, f"arrays {', '.join(lengths)} have no samples (0 rows)")
 
     # Checked after the conversion to float32, which turns values beyond its range into inf.
     with np.errstate(over="ignore"):  # reported below, as one line

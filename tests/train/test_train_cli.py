@@ -124,3 +124,38 @@ def test_walltime_from_the_spec_inside_a_scheduler_job(
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     assert main_in_process(["--config", str(spec), "--run-dir", str(tmp_path / "job")]) == EXIT_REQUEUE
     assert "stopping (deadline)" in capsys.readouterr().out
+
+
+def _npz(path: Path, n: int = 40, **arrays: np.ndarray) -> None:
+    base = {"x1": np.ones((n, 10, 18)), "x2": np.ones((n, 3)), "y": (np.arange(n) % 4 == 0).astype(np.int64)}
+    np.savez(path, **{**base, **arrays})
+
+
+@pytest.mark.parametrize(
+    "data, arrays, expected",
+    [
+        pytest.param({"samples": 0}, None, "{spec}: train.data.samples: must be a positive integer (got 0)", id="samples-0"),
+        pytest.param({"source": "npz", "path": "d.npy"}, None,
+                     "{spec}: train.data.path: is a .npy file (a single array; got 'd.npy'): source: npz reads a .npz "
+                     "archive holding the image, vector and label arrays (numpy.savez)", id="npy-path"),
+        pytest.param({"source": "npz", "path": "d.npz"}, {"x1": np.ones((40, 10, 18)) * (1 + 2j)},
+                     "error: d.npz: array 'x1' (image) is complex (dtype complex128); only real numbers can be trained "
+                     "on: store the real part, or the magnitude, explicitly", id="complex"),
+        pytest.param({"source": "npz", "path": "d.npz"}, {"x1": np.ones((0, 10, 18)), "x2": np.ones((0, 3)),
+                                                          "y": np.ones(0, dtype=np.int64)},
+                     "error: d.npz: arrays x1, x2, y have no samples (0 rows)", id="zero-rows"),
+    ],
+)
+def test_bad_data_is_one_line_and_exit_2(
+    tmp_path: Path, main_in_process, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    data: dict, arrays: dict | None, expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the data path is relative to the working directory
+    if arrays is not None:
+        _npz(tmp_path / "d.npz", **arrays)
+    np.save(tmp_path / "d.npy", np.ones((40, 10, 18)))
+    spec = write_spec(tmp_path / "spec.yaml", {"epochs": 1, "device": "cpu", "data": data})
+    assert main_in_process(["--config", str(spec), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == expected.format(spec=spec) + "\n"
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -62,6 +62,9 @@ def test_yaml_loose_types_are_accepted() -> None:
     "d, key, message",
     [
         ({"data": {"samples": -3}}, "train.data.samples", "must be a positive integer (got -3)"),
+        ({"data": {"samples": 0}}, "train.data.samples", "must be a positive integer (got 0)"),
+        ({"data": {"source": "npz", "path": "data/arrays.NPY"}}, "train.data.path",
+         "is a .npy file (a single array; got 'data/arrays.NPY'): source: npz reads a .npz archive"),
         ({"epochs": 0}, "train.epochs", "must be a positive integer (got 0)"),
         ({"epochs": True}, "train.epochs", "must be a positive integer (got True)"),
         ({"batch_size": 2.5}, "train.batch_size", "must be a positive integer (got 2.5)"),

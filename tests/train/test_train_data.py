@@ -148,6 +148,13 @@ def test_npz_loads_in_training_layout(tmp_path: Path) -> None:
         ({"x2": np.where(np.arange(40)[:, None] == 3, 1e300, np.zeros((40, 6)))},
          "array 'x2' (vector) has NaN or infinite values in 1 samples (first: sample 3)"),
         ({"x1": np.array(["a"] * 40)}, "array 'x1' (image) must be numeric (got dtype <U1)"),
+        # A cast to float32 would silently drop the imaginary part, or make numbers of durations.
+        ({"x1": np.ones((40, 10, 18)) + 1j}, "array 'x1' (image) is complex (dtype complex128); only real numbers"),
+        ({"x2": np.ones((40, 6), dtype=np.complex64)}, "array 'x2' (vector) is complex (dtype complex64)"),
+        ({"y": np.zeros(40, dtype=complex)}, "array 'y' (label) is complex"),
+        ({"x2": np.zeros((40, 6), dtype="m8[s]")}, "array 'x2' (vector) must be numeric (got dtype timedelta64[s])"),
+        ({"x1": np.zeros((0, 10, 18)), "x2": np.zeros((0, 6)), "y": np.zeros(0, dtype=np.int64)},
+         "arrays x1, x2, y have no samples (0 rows)"),
     ],
 )
 def test_npz_errors_are_one_clear_line(tmp_path: Path, arrays: dict, message: str) -> None:
@@ -168,5 +175,20 @@ def test_npz_file_problems(tmp_path: Path) -> None:
         load_npz(DataConfig(source="npz", path=str(tmp_path / "junk.npz")))
     # Object arrays would need unpickling, which we never do.
     np.savez(tmp_path / "obj.npz", x1=np.array([{"a": 1}] * 3, dtype=object), x2=np.zeros((3, 2)), y=np.zeros(3))
-    with pytest.raises(DataError, match="not a readable .npz file"):
+    with pytest.raises(DataError, match="not a readable .npz file") as info:
         load_npz(DataConfig(source="npz", path=str(tmp_path / "obj.npz")))
+    assert "pickled objects, which are never loaded" in str(info.value) and "allow_pickle" not in str(info.value)
+    # A pickle is not unpickled either, whatever numpy would suggest.
+    import pickle
+
+    (tmp_path / "pickled.npz").write_bytes(pickle.dumps({"x1": [1, 2]}))
+    with pytest.raises(DataError, match="not a readable .npz file") as info:
+        load_npz(DataConfig(source="npz", path=str(tmp_path / "pickled.npz")))
+    assert "allow_pickle" not in str(info.value)
+    # A .npy (one array) under a .npz name: refused with what to do instead.
+    np.save(tmp_path / "one.npy", np.zeros((40, 10, 18)))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(DataError) as info:
+        load_npz(DataConfig(source="npz", path=str(tmp_path / "one.npz")))
+    assert str(info.value) == (f"{tmp_path / 'one.npz'}: is a .npy file (a single array); source: npz needs a .npz "
+                               "archive holding the image, vector and label arrays (numpy.savez)")

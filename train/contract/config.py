@@ -195,6 +195,9 @@ class DataConfig:
         if self.source == "npz":
             if not isinstance(self.path, str) or not self.path:
                 raise SpecError(f"{prefix}.path", "is required with source: npz (the .npz file to read)")
+            if self.path.lower().endswith(".npy"):
+                raise SpecError(f"{prefix}.path", f"is a .npy file (a single array; got {self.path!r}): source: npz reads "
+                                                  "a .npz archive holding the image, vector and label arrays (numpy.savez)")
             return
         if self.path is not None:
             raise SpecError(f"{prefix}.path", "is only used with source: npz (source is synthetic)")
