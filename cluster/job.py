@@ -33,7 +33,7 @@ from submitit.core.utils import UncompletedJobError
 
 from cluster import backends
 from cluster.runs import Run, now_iso
-from train.contract import RUN_DIR_ENV
+from train.contract import RUN_DIR_ENV, RunLocked
 
 
 def _say(line: str, *, stderr: bool = False) -> None:
@@ -76,6 +76,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         trainer.install_signal_handlers()
         try:
             result = trainer.run()
+        except RunLocked as err:
+            # Another trainer is at work on this run (e.g. an orphan of a killed job): this
+            # attempt did nothing, and the run is not failed by it.
+            if rank == 0:
+                run.update(lambda record: record["attempts"][-1].update(refused=str(err)))
+            _say(f"cluster-train: {err}", stderr=True)
+            raise
         except BaseException as err:
             if rank == 0 and not isinstance(err, SystemExit):
                 run.set_state("failed", error=f"{type(err).__name__}: {err}".splitlines()[0], ended=now_iso())
