@@ -247,7 +247,7 @@ def check_compatible(saved_identity: dict, identity: dict, path: str) -> None:
     """Refuse to resume when what the checkpoint was trained on differs from the config.
 
     The model's shape, the data, the seed, the batch size and the sampling all determine
-    what the saved position and optimizer state mean; epochs, lr, device and the
+    what the saved position and optimizer state mean; epochs, lr, device, threads and the
     checkpoint schedule may change between attempts.
     """
     diff = first_difference(saved_identity, identity)
@@ -256,5 +256,5 @@ def check_compatible(saved_identity: dict, identity: dict, path: str) -> None:
     key, old, new = diff
     raise IncompatibleCheckpoint(
         f"cannot resume from {path}: {key} differs (checkpoint: {old}, now: {new}). Use a new --run-dir, "
-        "or restore the setting; only epochs, lr, device and checkpoint settings may change on resume"
+        "or restore the setting; only epochs, lr, device, threads and checkpoint settings may change on resume"
     )

@@ -133,29 +133,54 @@ ALLOCATED_CPUS_ENV = ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN")
 counts one task's CPUs, the PBS ones all CPUs of the node's chunk."""
 
 
-def configure_threads(tasks_on_node: int = 1) -> int:
-    """Use as many intra-op threads as CPUs this process was given, and no more.
+AUTOMATIC_MAX_THREADS = 4
+"""Most threads chosen without a scheduler allocation: this model's operations are small,
+so more threads add little, and a machine without an allocation is usually shared."""
 
-    torch defaults to the machine's core count. On a cluster node that is far more than
-    the job's allocation whenever the scheduler does not pin the job's CPU affinity (Slurm
-    with task/none, many PBS set-ups); the OpenMP threads then fight over the allocated
-    cores and, as they wait for each other, a step can take a hundred times longer. So:
-    the CPUs in this process's affinity, capped by the scheduler's allocation. An explicit
-    OMP_NUM_THREADS wins. `tasks_on_node` data-parallel tasks share the node's CPUs: a
-    per-node count (the affinity, PBS's) is divided among them, Slurm's per-task one is not.
+
+def configure_threads(tasks_on_node: int = 1, threads: int | None = None) -> int:
+    """Set torch's intra-op threads: `threads` (train.threads) if given, else $OMP_NUM_THREADS
+    if set, else as many as this process can have to itself.
+
+    torch defaults to the machine's core count, and more threads than free cores are
+    ruinous: OpenMP threads wait for each other at every operation, and when one of them
+    is descheduled the step waits for it. Measured on a 2-core machine beside one busy
+    process (tests/benchmarks/bench_train.py --threads-only), 2 threads trained at a few
+    hundred samples/s, 1 thread at 5,000 to 11,000; with the machine to itself, 2 threads
+    gained about 20%. So, automatically:
+
+    - with a scheduler allocation (Slurm's per task, PBS's per node), as many threads as
+      it gives this task, capped by the CPUs in the process's affinity: the job has those
+      CPUs to itself. Without that cap, a node whose scheduler does not pin the job's CPU
+      affinity (Slurm with task/none, many PBS set-ups) would get one thread per core of
+      the node;
+    - without one (a workstation, a login node, CI), the CPUs the 1-minute load average
+      leaves idle (rounded down, after a quarter CPU of slack for background noise), at
+      most `AUTOMATIC_MAX_THREADS`, at least 1.
+
+    `tasks_on_node` data-parallel tasks share the node's CPUs: a per-node count (the
+    affinity, PBS's, the idle CPUs) is divided among them, Slurm's per-task one is not.
     """
-    if "OMP_NUM_THREADS" in os.environ:
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
+    torch.set_num_threads(threads or automatic_threads(tasks_on_node))
+    return torch.get_num_threads()
+
+
+def automatic_threads(tasks_on_node: int = 1) -> int:
+    """The thread count `configure_threads` chooses when neither train.threads nor
+    $OMP_NUM_THREADS says."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_task = cpus // tasks_on_node
     for name in ALLOCATED_CPUS_ENV:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             per_task = int(value) if name == "SLURM_CPUS_PER_TASK" else int(value) // tasks_on_node
-            break
-    cpus = min(cpus, per_task)
-    torch.set_num_threads(max(1, cpus))
-    return torch.get_num_threads()
+            return max(1, min(cpus, per_task))
+    try:
+        idle = cpus - os.getloadavg()[0]
+    except OSError:  # no load average to read
+        idle = cpus
+    return max(1, min(AUTOMATIC_MAX_THREADS, cpus // tasks_on_node, int((idle + 0.25) / tasks_on_node)))
 
 
 @contextlib.contextmanager
@@ -461,7 +486,7 @@ class Trainer:
             runfiles.remove_stray_temporaries(
                 self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
-        threads = configure_threads(world.local_size)
+        threads = configure_threads(world.local_size, cfg.threads)
         arrays = load_data(cfg.data, cfg.seed)
         train_index, val_index = stratified_split(arrays.label, cfg.data.val_fraction, cfg.seed)
         train_set, val_set = arrays.subset(train_index), arrays.subset(val_index)

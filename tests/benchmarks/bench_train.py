@@ -18,7 +18,11 @@ thread), from the trainer's own summary; and, side by side with runs whose check
 writes are switched off, the wall-clock and process-CPU-time differences (these include
 the writer thread competing for the cores and are noisy on a shared machine).
 
-    .venv/bin/python tests/benchmarks/bench_train.py [--runs 5] [--epochs 5] [--threads 1]
+Then, side by side, the trainer on 1 and 2 threads (train.threads), on the machine as it
+is and beside a competing CPU-bound process: what oversubscribing the cores costs (shown
+only; no target).
+
+    .venv/bin/python tests/benchmarks/bench_train.py [--runs 5] [--epochs 5] [--threads 1] [--threads-only]
 
 Targets: samples/s ours / tutorial >= 1.3 (best runs); loop held up by checkpoints <= 3%.
 Exits 1 when a target is missed, so that run_all.sh shows it.
@@ -28,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +118,41 @@ def steps_per_second(summary: dict) -> float:
     return summary["samples"] / (summary["train_seconds"] - summary["validation_seconds"])
 
 
+@contextlib.contextmanager
+def competing_process() -> Iterator[None]:
+    """A CPU-bound process (a busy loop) running beside the block."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # running before the timed runs start
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def thread_comparison(runs: int, epochs: int) -> None:
+    """Print training throughput on 1 and 2 threads, alone and beside a busy process."""
+    config = TrainConfig(device="cpu", epochs=epochs)
+    results: dict[tuple[int, bool], list[float]] = {}
+    for competing in (False, True):
+        with competing_process() if competing else contextlib.nullcontext():
+            for _ in range(runs):  # alternate, as above
+                for threads in (1, 2):
+                    summary = ours(dataclasses.replace(config, threads=threads))
+                    assert summary["threads"] == threads
+                    results.setdefault((threads, competing), []).append(steps_per_second(summary))
+
+    def cell(values: list[float]) -> str:
+        return f"{max(values):7.0f} / {statistics.median(values):7.0f}"
+
+    print(f"threads (train.threads), training samples/s, best / median of {runs} runs of {epochs * 100} steps; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}:")
+    print(f"  {'':<10} {'machine as it is':>19}   {'beside 1 CPU-bound process':>27}")
+    for threads in (1, 2):
+        print(f"  {threads} thread{'s' if threads > 1 else ' '}  {cell(results[threads, False]):>19}   "
+              f"{cell(results[threads, True]):>27}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each variant (default 5)")
@@ -120,6 +161,8 @@ def main() -> int:
         "--threads", type=int, default=1,
         help="torch threads for both loops (default 1; 0: torch's own choice for the tutorial, the trainer's for ours)",
     )
+    parser.add_argument("--threads-only", action="store_true",
+                        help="only compare 1 and 2 threads, alone and beside a competing process")
     args = parser.parse_args()
     # One thread by default: on a 2-core machine shared with other work, two OpenMP threads
     # per process wait for each other and a run can take many times longer, which says
@@ -127,6 +170,11 @@ def main() -> int:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the trainer keeps an explicit choice
         torch.set_num_threads(args.threads)
+
+    if args.threads_only:
+        ours(TrainConfig(device="cpu", epochs=1))  # warm-up
+        thread_comparison(args.runs, args.epochs)
+        return 0
 
     config = TrainConfig(device="cpu", epochs=args.epochs)  # otherwise the defaults
     tutorial_threads = torch.get_num_threads()
@@ -183,6 +231,7 @@ def main() -> int:
         f"  CPU time of the process (training + writer thread), with vs without: {100 * cpu_overhead:+.1f}%\n"
         f"  writing on the writer thread, overlapped with training: {100 * writes:.1f}% of the loop's time"
     )
+    thread_comparison(args.runs, args.epochs)
     ok = ratio >= SPEEDUP_TARGET and held_up <= CHECKPOINT_TARGET
     if not ok:
         print("missed a target", file=sys.stderr)

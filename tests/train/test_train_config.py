@@ -20,7 +20,7 @@ def error(d: dict, prefix: str = "train") -> SpecError:
 def test_missing_section_gives_defaults() -> None:
     assert TrainConfig.from_dict(None) == TrainConfig() == TrainConfig.from_dict({})
     c = TrainConfig()
-    assert (c.seed, c.epochs, c.batch_size, c.lr, c.device) == (0, 30, 32, 0.001, "auto")
+    assert (c.seed, c.epochs, c.batch_size, c.lr, c.device, c.threads) == (0, 30, 32, 0.001, "auto", None)
     assert (c.sampler.positive_weight, c.sampler.negative_weight) == (0.85, 0.1)
     assert c.data.image_shape == (10, 18) and conv_features(c.data.image_shape) == 21
 
@@ -30,6 +30,8 @@ def test_missing_section_gives_defaults() -> None:
     [
         {},
         {"seed": 3, "epochs": 2, "lr": 0.01, "device": "cuda:1", "sampler": {"balanced": True}},
+        {"threads": 3},
+        {"threads": None},
         {"data": {"source": "npz", "path": "data/p.npz", "keys": {"image": "a", "vector": "b", "label": "c"}}},
         {"checkpoint": {"every_steps": 50, "every_minutes": 0, "keep": 5, "deadline_margin_seconds": 30}},
     ],
@@ -66,6 +68,9 @@ def test_yaml_loose_types_are_accepted() -> None:
         ({"data": {"source": "npz", "path": "data/arrays.NPY"}}, "train.data.path",
          "is a .npy file (a single array; got 'data/arrays.NPY'): source: npz reads a .npz archive"),
         ({"epochs": 0}, "train.epochs", "must be a positive integer (got 0)"),
+        ({"threads": 0}, "train.threads", "must be a positive integer, or null to choose automatically (got 0)"),
+        ({"threads": "4"}, "train.threads", "must be a positive integer, or null to choose automatically (got '4')"),
+        ({"threads": 1.5}, "train.threads", "(got 1.5)"),
         ({"epochs": True}, "train.epochs", "must be a positive integer (got True)"),
         ({"batch_size": 2.5}, "train.batch_size", "must be a positive integer (got 2.5)"),
         ({"lr": "fast"}, "train.lr", "must be a positive number (got 'fast')"),
@@ -99,7 +104,7 @@ def test_errors_name_the_key_and_what_is_allowed(d: dict, key: str, message: str
 def test_unknown_keys_list_the_valid_ones() -> None:
     err = error({"epoch": 3})
     assert err.key == "train.epoch"
-    assert err.message == "unknown key (valid: seed, epochs, batch_size, lr, device, data, sampler, checkpoint)"
+    assert err.message == "unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint)"
     err = error({"data": {"smaples": 3}})
     assert err.key == "train.data.smaples" and "samples" in err.message and "vector_features" in err.message
     err = error({"sampler": {"weight": 3}})

@@ -109,3 +109,40 @@ def test_threads_follow_the_scheduler_allocation(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # an explicit choice is kept
     torch.set_num_threads(1)
     assert configure_threads() == 1
+
+
+def test_automatic_threads_without_an_allocation_leave_busy_cpus_alone(monkeypatch) -> None:
+    from train import trainer
+
+    for name in trainer.ALLOCATED_CPUS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    for load, tasks, expected in [(0.1, 1, 4), (5.0, 1, 3), (7.9, 1, 1), (30.0, 1, 1), (0.0, 2, 4), (4.0, 2, 2)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert trainer.automatic_threads(tasks) == expected, (load, tasks)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 4.0, 3.5))  # the busy 2-core machine of the docstring
+    assert trainer.automatic_threads() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")  # an allocation is the job's own, whatever the load
+    assert trainer.automatic_threads() == 2
+
+
+def test_train_threads_wins_over_omp_num_threads(monkeypatch) -> None:
+    import torch
+
+    from train.trainer import configure_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert configure_threads(threads=2) == 2 == torch.get_num_threads()  # the fixture restores 1
+    assert configure_threads() == 2  # $OMP_NUM_THREADS: torch's current setting is kept
+
+
+def test_the_thread_count_does_not_change_the_weights(tmp_path: Path, config_factory, run_trainer, reference_sha) -> None:
+    config = config_factory()
+    two = run_trainer(config_factory(threads=2), tmp_path / "two")
+    assert two.summary["threads"] == 2
+    assert two.summary["weights_sha256"] == reference_sha(config)  # computed on 1 thread
+    # And a run stopped on 2 threads resumes on 1 exactly (threads may change between attempts).
+    assert run_trainer(config_factory(threads=2), tmp_path / "mixed", stop_at_step=12).status == "stopped"
+    resumed = run_trainer(config_factory(threads=1), tmp_path / "mixed")
+    assert resumed.summary["threads"] == 1 and resumed.summary["weights_sha256"] == reference_sha(config)

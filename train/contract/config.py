@@ -399,6 +399,14 @@ class TrainConfig:
     """`auto` (the first GPU when CUDA is available, else the CPU), `cpu`, `cuda` (=
     `cuda:0`) or `cuda:N`."""
 
+    threads: int | None = None
+    """torch's intra-op threads per task; null (the default) chooses: the scheduler's CPU
+    allocation when there is one, else min(4, the CPUs the load average leaves idle), at
+    least 1 (see `train.trainer.configure_threads`). More threads than idle cores make
+    a step many times slower: measured on a 2-core machine beside one busy process, 2
+    threads trained at a few hundred samples/s where 1 thread did 5,000 to 11,000. An explicit value wins over
+    $OMP_NUM_THREADS; it does not change the weights, and may change between attempts."""
+
     data: DataConfig = field(default_factory=DataConfig)
     """The data set: see DataConfig."""
 
@@ -418,6 +426,8 @@ class TrainConfig:
         _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise SpecError(f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N (got {_describe(self.device)})")
+        if self.threads is not None:
+            _check_int(f"{prefix}.threads", self.threads, minimum=1, what="a positive integer, or null to choose automatically")
         for name, cls in (("data", DataConfig), ("sampler", SamplerConfig), ("checkpoint", CheckpointConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise SpecError(f"{prefix}.{name}", f"must be a {cls.__name__}")
@@ -443,13 +453,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-safe types; `TrainConfig.from_dict(c.to_dict()) == c`."""
-        return {
+        out: dict[str, Any] = {
             "seed": self.seed,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "lr": self.lr,
             "device": self.device,
-            "data": self.data.to_dict(),
-            "sampler": self.sampler.to_dict(),
-            "checkpoint": self.checkpoint.to_dict(),
         }
+        if self.threads is not None:  # automatic is the default: resolved specs stay as they were
+            out["threads"] = self.threads
+        return {**out, "data": self.data.to_dict(), "sampler": self.sampler.to_dict(),
+                "checkpoint": self.checkpoint.to_dict()}
