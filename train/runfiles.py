@@ -38,11 +38,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE, RANKS_DIR,
-                            SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, RunLocked, fsync_dir, remove_stray_temporaries,
-                            write_atomic, write_json_atomic)
+                            SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, RunLocked, fsync_dir, read_metrics,
+                            remove_stray_temporaries, write_atomic, write_json_atomic)
 
 __all__ = ["BEST_CHECKPOINT", "CHECKPOINT_DIR", "FINAL_CHECKPOINT", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR",
-           "SUMMARY_FILE", "remove_stray_temporaries", "write_atomic", "write_json_atomic"]
+           "SUMMARY_FILE", "read_metrics", "remove_stray_temporaries", "write_atomic", "write_json_atomic"]
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -209,20 +209,6 @@ def write_rank_sha256(run_dir: str | Path, rank: int, sha256: str) -> Path:
 
 
 # --- metrics ------------------------------------------------------------------------------
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of metrics.jsonl (a torn last line, from a kill, is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 def truncate_metrics(run_dir: str | Path, completed_epochs: int) -> None:

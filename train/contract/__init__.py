@@ -152,6 +152,24 @@ def remove_stray_temporaries(directory: str | Path, targets: tuple[str, ...] | N
             p.unlink(missing_ok=True)
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of metrics.jsonl (a torn last line, from a kill, is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 # --- walltimes ---------------------------------------------------------------------------
 
 NOT_POSITIVE = "must be more than zero"
