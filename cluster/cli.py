@@ -231,13 +231,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (importlib.metadata costs ~40 ms per start)."""
 
-    try:
-        return version("cluster-train")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("cluster-train")
+        except PackageNotFoundError:
+            text = "unknown (not installed)"
+        sys.stdout.write(f"cluster-train {text}\n")
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n\nEach command has its own --help, e.g. cluster render --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"cluster-train {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:

@@ -206,6 +206,15 @@ def submit_array(array_ex: submitit.Executor, delayed_submissions: list, job_cla
     return jobs
 
 
+def pid_alive(pid: int) -> bool:
+    """The process ``pid`` exists on this machine and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def ids_of(job_ids: Iterable[str]) -> list[str]:
     """Distinct non-empty job ids, sorted (one scheduler query asks for each once)."""
     return sorted({str(j) for j in job_ids if j})

@@ -1,6 +1,7 @@
 """No scheduler: submitit's local executor on this machine, with our own controller.
 
-The controller (``python -m cluster.backends.local FOLDER``) starts the tasks, warns them
+The controller (``python -m cluster.backends.local_executor FOLDER``, in that module with the
+executor) starts the tasks, warns them
 before the timeout and restarts them on requeue. submitit's own controller
 (``submitit.local.local.Controller.run``) starts the tasks at most six times and then exits
 without a word, whatever the job's requeue budget says: a local run that needed a seventh
@@ -22,161 +23,16 @@ written by hand).
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import submitit
-from submitit.core import utils
-from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE, Controller, LocalJob
-
-from cluster.backends.base import Backend, Check, JobInfo
-from cluster.backends.script import python_for
-from train.contract import LOGS_DIR, RUN_DIR_ENV, RUN_JSON
+from cluster.backends.base import Backend, Check, JobInfo, pid_alive
 
 if TYPE_CHECKING:
     from cluster.runs import Run
     from cluster.spec import JobSpec
-
-CONTROLLER_MODULE = "cluster.backends.local"
-MAX_ATTEMPTS_ENV = "CLUSTER_LOCAL_MAX_ATTEMPTS"
-"""How many times the controller may start the tasks: ``scheduler.max_requeues + 1``."""
-
-_PR_SET_PDEATHSIG = 1
-log = logging.getLogger("cluster.local")
-
-
-# ---------------------------------------------------------------- the controller (its own process)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: tasks may then outlive a killed controller
-        pass
-
-
-class RequeueingController(Controller):
-    """submitit's controller, with the restart loop bounded by the run's budget, not by six."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder)
-        self.max_attempts = max(1, int(os.environ.get(MAX_ATTEMPTS_ENV, "1")))
-
-    def start_tasks(self) -> None:
-        """As submitit's, plus: every task receives SIGTERM when the controller dies."""
-        self.folder.mkdir(exist_ok=True)
-        paths = [utils.JobPaths(self.folder, self.pid, k) for k in range(self.ntasks)]
-        self.stdouts = [p.stdout.open("a") for p in paths]
-        self.stderrs = self.stdouts if self.stderr_to_stdout else [p.stderr.open("a") for p in paths]
-        for k in range(self.ntasks):
-            env = dict(os.environ, SUBMITIT_LOCAL_LOCALID=str(k), SUBMITIT_LOCAL_GLOBALID=str(k),
-                       SUBMITIT_LOCAL_JOB_ID=self.pid)
-            self.tasks.append(subprocess.Popen(self.command, env=env, stdout=self.stdouts[k],
-                                               stderr=self.stderrs[k], preexec_fn=_die_with_parent))
-
-    def run(self, max_retry: int | None = None) -> None:
-        attempts = max_retry or self.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                self.start_tasks()
-                exit_codes = self.wait()
-            finally:
-                self.kill_tasks()
-            if not any(code == LOCAL_REQUEUE_RETURN_CODE for code in exit_codes):
-                return
-            log.info("cluster-train: attempt %d of %d asked to be requeued", attempt, attempts)
-        _out_of_attempts(attempts)
-
-
-def _out_of_attempts(attempts: int) -> None:
-    """The tasks still asked for a requeue after the last allowed attempt: say so in the run."""
-    from cluster.runs import Run, now_iso
-
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    message = f"out of requeues ({attempts - 1}); continue with: cluster resume {run_dir}"
-    log.error("cluster-train: %s", message)
-    if run_dir and Path(run_dir, RUN_JSON).exists():
-        Run(run_dir).set_state("failed", error=message, ended=now_iso())
-
-
-# ---------------------------------------------------------------- the executor (login side)
-
-
-class LocalExecutor(submitit.LocalExecutor):
-    """submitit's local executor, with our controller, detached from ``cluster submit``.
-
-    submitit starts the controller with our stdin/stdout/stderr and in our session: a
-    ``cluster submit | tee`` would then wait for the whole training, and a Ctrl-C on the
-    terminal would kill the job. Ours writes to the run's logs and has its own session.
-    """
-
-    def __init__(self, folder: str | Path, run_dir: str | Path, max_requeues: int, python: str) -> None:
-        super().__init__(folder=folder, max_num_timeout=max_requeues, python=python)
-        self.run_dir = str(run_dir)
-
-    def _submit_command(self, command: str) -> LocalJob:
-        folder = Path(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update({
-            "SUBMITIT_LOCAL_NTASKS": str(self.parameters.get("tasks_per_node", 1)),
-            "SUBMITIT_LOCAL_COMMAND": command,
-            "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * self.parameters.get("timeout_min", 2.0))),
-            "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(self.parameters.get("signal_delay_s", 30))),
-            "SUBMITIT_LOCAL_NODEID": "0",
-            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
-            "SUBMITIT_STDERR_TO_STDOUT": "",
-            "SUBMITIT_EXECUTOR": "local",
-            "SUBMITIT_LOCAL_WITH_SHELL": "",
-            RUN_DIR_ENV: self.run_dir,
-            MAX_ATTEMPTS_ENV: str(self.max_num_timeout + 1),
-        })
-        with open(folder / "controller.log", "ab") as controller_log:
-            process = subprocess.Popen([sys.executable, "-m", CONTROLLER_MODULE, str(folder)], env=env,
-                                       stdin=subprocess.DEVNULL, stdout=controller_log, stderr=controller_log,
-                                       start_new_session=True)
-        tasks = list(range(self.parameters.get("tasks_per_node", 1)))
-        return LocalJob(folder=folder, job_id=str(process.pid), process=process, tasks=tasks)
-
-
-def local_executor(spec: JobSpec, run_dir: Path) -> LocalExecutor:
-    """The local executor with the spec's walltime as its timeout (it then sends USR2)."""
-    executor = LocalExecutor(run_dir / LOGS_DIR, run_dir, spec.scheduler.max_requeues, python_for(spec))
-    minutes = (spec.resources.time_seconds or 24 * 3600) / 60
-    # Warn signal_seconds before the timeout, leaving the job at least 10 s to run.
-    signal_delay = min(spec.scheduler.signal_seconds, max(1, int(minutes * 60) - 10))
-    executor.update_parameters(timeout_min=minutes, signal_delay_s=signal_delay,
-                               tasks_per_node=spec.resources.tasks_per_node, gpus_per_node=0)
-    return executor
-
-
-# ---------------------------------------------------------------- processes
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def is_controller_of(pid: int, run: Run) -> bool:
-    """The process ``pid`` is alive and is the local controller of ``run`` (not a reused pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if CONTROLLER_MODULE.encode() not in argv or not pid_alive(pid):
-        return False
-    folders = {os.fsencode(str(run.logs_dir)), os.fsencode(str(run.logs_dir.resolve()))}
-    return any(arg in folders for arg in argv)
 
 
 class LocalBackend(Backend):
@@ -190,13 +46,17 @@ class LocalBackend(Backend):
     def available(self) -> bool:
         return True
 
-    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> LocalExecutor:
+    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> Any:
+        from cluster.backends.local_executor import local_executor  # submitit: only when submitting
+
         return local_executor(spec, run_dir)
 
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         return {j: JobInfo(state="running" if j.isdigit() and pid_alive(int(j)) else "ended") for j in job_ids}
 
     def cancel(self, job_id: str, run: Run) -> None:
+        from cluster.backends.local_executor import is_controller_of
+
         if job_id.isdigit() and is_controller_of(int(job_id), run):
             os.kill(int(job_id), signal.SIGTERM)  # the controller forwards it to the task
 
@@ -219,10 +79,3 @@ class LocalBackend(Backend):
 
 
 BACKEND = LocalBackend()
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: python -m {CONTROLLER_MODULE} SUBMITIT_FOLDER")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    RequeueingController(Path(sys.argv[1])).run()

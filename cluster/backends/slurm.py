@@ -1,21 +1,19 @@
 """Slurm: ``#SBATCH`` directives, early USR2 before the walltime, self-requeue; the submitit
-executor that submits our script; ``sacct``/``scontrol`` queries; ``scancel``; doctor checks."""
+executor that submits our script (:mod:`cluster.backends.slurm_executor`, imported only to submit:
+submitit takes a tenth of a second to import); ``sacct``/``scontrol`` queries; ``scancel``;
+doctor checks."""
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import submitit
-from submitit.core import utils
-
-from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_command, submit_array
-from cluster.backends.script import JobOptions, build_script, python_for, quote
+from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_command
+from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
-from train.contract import EXIT_REQUEUE, LOGS_DIR, RUN_DIR_ENV
+from train.contract import EXIT_REQUEUE, LOGS_DIR
 
 if TYPE_CHECKING:
     from cluster.runs import Run
@@ -90,60 +88,6 @@ def requeue_lines(spec: JobSpec) -> list[str]:
         ' continue with: cluster resume $RUN_DIR" >&2',
         "fi",
     ]
-
-
-# ---------------------------------------------------------------- submission
-
-
-class SlurmExecutor(submitit.SlurmExecutor):
-    """submitit's Slurm executor, with the script rendered from a job spec.
-
-    submitit's Slurm executor writes its own sbatch script; ours fills the project's template,
-    so the submitted script carries the spec's directives and prologue (module loads, TMPDIR)
-    and agrees with ``cluster render``. Only the command differs: submitit's
-    ``srun ... python -m submitit.core._submit FOLDER``.
-    """
-
-    def __init__(self, folder: str | Path, spec: JobSpec, run_dir: str | Path, *,
-                 array_parallelism: int | None = None) -> None:
-        super().__init__(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
-        self.spec = spec
-        self.run_dir = str(run_dir)
-        self.array_parallelism = array_parallelism
-        # submitit counts tasks from these to decide how many result files to expect.
-        self.update_parameters(nodes=spec.resources.nodes, ntasks_per_node=spec.resources.tasks_per_node)
-
-    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
-        """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""
-        if len(delayed_submissions) == 1:
-            return super()._internal_process_submissions(delayed_submissions)
-        array_ex = SlurmExecutor(self.folder, self.spec, self.run_dir, array_parallelism=self.array_parallelism)
-        timeout_min = (self.spec.resources.time_seconds or 3600) / 60
-        return submit_array(array_ex, delayed_submissions, submitit.SlurmJob, timeout_min)
-
-    def _make_submission_file_text(self, command: str, uid: str) -> str:
-        paths = utils.JobPaths(folder=self.folder)
-        stdout, stderr = str(paths.stdout), str(paths.stderr)
-        array = None
-        map_count = self.parameters.get("map_count")
-        if map_count:
-            cap = min(map_count, self.array_parallelism or map_count)
-            array = f"0-{map_count - 1}%{cap}"
-            stdout, stderr = stdout.replace("%j", "%A_%a"), stderr.replace("%j", "%A_%a")
-        options = JobOptions(
-            stdout=stdout.replace("%t", "0"),
-            stderr=stderr.replace("%t", "0"),
-            array=array,
-            signal_batch_shell=False,  # srun's step gets the USR2, where the trainer runs
-            extra_env=((RUN_DIR_ENV, self.run_dir),),
-        )
-        # One task per rank. --kill-on-bad-exit: when a rank fails, srun ends the others
-        # rather than leaving them to wait for it until their collectives time out.
-        srun = shlex.join(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--output", stdout, "--error", stderr])
-        lines = ["# --- run: submitit's entrypoint (cluster.job.TrainJob)",
-                 "export SUBMITIT_EXECUTOR=slurm",
-                 f"{srun} {command}"]
-        return build_script(self.spec, BACKEND, "slurm", command=lines, options=options).text()
 
 
 # ---------------------------------------------------------------- state
@@ -255,8 +199,10 @@ class SlurmBackend(Backend):
     def requeue_lines(self, spec: JobSpec, dialect: str) -> list[str]:
         return requeue_lines(spec)
 
-    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> SlurmExecutor:
-        return SlurmExecutor(run_dir / LOGS_DIR, spec, run_dir, array_parallelism=array_parallelism)
+    def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> Any:
+        from cluster.backends.slurm_executor import SlurmExecutor  # submitit: only when submitting
+
+        return SlurmExecutor(run_dir / LOGS_DIR, spec, run_dir, self, array_parallelism=array_parallelism)
 
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         return slurm_jobs(job_ids)

@@ -1,5 +1,8 @@
-"""PBS Pro / OpenPBS and Torque through submitit: the scheduler-facing parsing layer.
+"""PBS Pro / OpenPBS and Torque: the backend and the submitit plugin.
 
+* ``backend``     -- ``PBSBackend``: what ``cluster`` asks of PBS (query, cancel, continuation, doctor)
+* ``executor``    -- ``PBSExecutor``, the submitit plugin (entry points in pyproject.toml)
+* ``script``      -- ``#PBS`` directives for PBS Pro (``select``) and Torque (``nodes=N:ppn=C``)
 * ``jobid``       -- job ids as qsub prints them; ``PBSJobId.key`` is the submitit job id
 * ``qstat``       -- one qstat call for all watched jobs; JSON (PBS Pro) and text (Torque) parsers
 * ``states``      -- job_state letters and exit statuses -> submitit and project states
@@ -9,25 +12,3 @@
 Slurm's Torque-compatible commands (package slurm-wlm-torque) are covered by the
 "torque" flavor. Nothing here imports torch.
 """
-
-from cluster.backends.pbs.environment import PBSJobEnvironment
-from cluster.backends.pbs.jobid import PBSJobId, PBSOutputError, parse_qsub_output
-from cluster.backends.pbs.qstat import parse_qstat_json, parse_qstat_text, qstat_command, unknown_job_ids
-from cluster.backends.pbs.states import NORMAL_STATES, Flavor, JobStatus, status_from_attributes
-from cluster.backends.pbs.watcher import PBSInfoWatcher
-
-__all__ = [
-    "NORMAL_STATES",
-    "Flavor",
-    "JobStatus",
-    "PBSInfoWatcher",
-    "PBSJobEnvironment",
-    "PBSJobId",
-    "PBSOutputError",
-    "parse_qstat_json",
-    "parse_qstat_text",
-    "parse_qsub_output",
-    "qstat_command",
-    "status_from_attributes",
-    "unknown_job_ids",
-]

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.backends.base import Backend, Check, JobInfo, answers, run_command
 from cluster.backends.pbs import script
-from cluster.backends.pbs.executor import PBSExecutor, continue_job, pbs_answers
-from cluster.backends.pbs.watcher import PBSInfoWatcher
 from train.contract import LOGS_DIR
 
 if TYPE_CHECKING:
@@ -34,6 +32,8 @@ def pbs_jobs(job_ids: list[str], flavor: str) -> dict[str, JobInfo]:
     died without saying so), which is all Slurm's Torque wrapper allows: it shows
     ``C`` with no exit status for every finished job.
     """
+    from cluster.backends.pbs.watcher import PBSInfoWatcher  # submitit's watcher: only to query
+
     ids = [str(j) for j in job_ids]
     # qstat exits non-zero for jobs that left its history; the rows say what it means.
     logging.getLogger("cluster.backends.pbs.watcher").setLevel(logging.ERROR)
@@ -59,9 +59,11 @@ class PBSBackend(script.PBSScripts, Backend):
     continues_in_new_job = True
 
     def available(self) -> bool:
-        return pbs_answers()
+        return answers(["qstat", "-B"]) and not answers(["sinfo", "-h", "-o", "%P"])
 
     def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> Any:
+        from cluster.backends.pbs.executor import PBSExecutor  # submitit: only when submitting
+
         return PBSExecutor(run_dir / LOGS_DIR, spec=spec, run_dir=run_dir)
 
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
@@ -76,6 +78,8 @@ class PBSBackend(script.PBSScripts, Backend):
 
     def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
         """PBS jobs cannot requeue themselves: submit the continuation, which waits for us to end."""
+        from cluster.backends.pbs.executor import continue_job
+
         return continue_job(env.job_id, os.environ["CLUSTER_SUBMITIT_FOLDER"])
 
     def doctor_checks(self, spec: JobSpec) -> list[Check]:
