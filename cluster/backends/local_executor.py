@@ -9,6 +9,7 @@ second to import; ``cluster render`` and ``check`` never need it). See
 from __future__ import annotations
 
 import ctypes
+import shlex
 import logging
 import os
 import signal
@@ -133,7 +134,11 @@ class LocalExecutor(submitit.LocalExecutor):
 
 def local_executor(spec: JobSpec, run_dir: Path) -> LocalExecutor:
     """The local executor with the spec's walltime as its timeout (it then sends USR2)."""
-    executor = LocalExecutor(run_dir / LOGS_DIR, run_dir, spec.scheduler.max_requeues, python_for(spec))
+    from cluster.spec import expand_path
+
+    # No shell runs the local command: expand environment.python's $VAR and ~ here, as bash would.
+    python = shlex.quote(expand_path(python_for(spec), strict=False))
+    executor = LocalExecutor(run_dir / LOGS_DIR, run_dir, spec.scheduler.max_requeues, python)
     minutes = (spec.resources.time_seconds or 24 * 3600) / 60
     # Warn signal_seconds before the timeout, leaving the job at least 10 s to run.
     signal_delay = min(spec.scheduler.signal_seconds, max(1, int(minutes * 60) - 10))

@@ -33,7 +33,7 @@ from cluster.backends.pbs.environment import PBSJobEnvironment
 from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
 from cluster.backends.pbs.script import SCRIPTS
 from cluster.backends.pbs.watcher import PBSInfoWatcher
-from cluster.backends.script import JobOptions, build_script
+from cluster.backends.script import JobOptions, build_script, python_for, shell_path
 from cluster.units import parse_memory, parse_walltime
 from train.contract import RUN_DIR_ENV
 
@@ -92,7 +92,7 @@ class PBSExecutor(core.PicklingExecutor):
         if self.flavor not in ("pbspro", "torque"):
             raise ValueError(f"unknown PBS flavor {self.flavor!r} (allowed: pbspro, torque)")
         self.job_class = TorqueJob if self.flavor == "torque" else PBSJob
-        self.python = python or (spec.environment.python if spec and spec.environment.python else sys.executable)
+        self.python = python or (python_for(spec) if spec else sys.executable)
         if spec is not None:
             self.max_num_timeout = spec.scheduler.max_requeues
         self._uid: str | None = None
@@ -172,7 +172,9 @@ class PBSExecutor(core.PicklingExecutor):
 
     @property
     def _submitit_command_str(self) -> str:
-        return " ".join([shlex.quote(self.python), "-u -m submitit.core._submit", shlex.quote(str(self.folder))])
+        # The spec's environment.python may hold $VAR or ~ (validated): expand it in the job.
+        python = shell_path(self.python) if self.spec and self.spec.environment.python else shlex.quote(self.python)
+        return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(self.folder))])
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
         if len(delayed_submissions) == 1:
