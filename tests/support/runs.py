@@ -48,7 +48,7 @@ def _reference(spec: str, overrides: tuple[str, ...], scratch: str) -> str:
     resolved.write_text(check.stdout)
     run_dir = scratch_dir / name
     subprocess.run([sys.executable, "-m", "train", "--config", str(resolved), "--run-dir", str(run_dir)],
-                   check=True, capture_output=True, timeout=600)
+                   check=True, capture_output=True, timeout=1800)
     return json.loads((run_dir / "summary.json").read_text())["weights_sha256"]
 
 
@@ -73,7 +73,7 @@ def steps_per_attempt(workdir: Path, spec: str, args: list[str], samples: int) -
     calibrate.mkdir(parents=True, exist_ok=True)
     sets = ["train.epochs=100000", f"train.data.samples={samples}", "scheduler.max_requeues=0"]
     proc = cluster_cmd("submit", spec, *args, *[a for s in sets for a in ("--set", s)], "--wait",
-                       cwd=calibrate, timeout=600)
+                       cwd=calibrate, timeout=1800)
     assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     point = resume_point(last_run(calibrate).path)
     assert point and point["global_step"] > 0, "the calibration attempt trained nothing before it stopped"

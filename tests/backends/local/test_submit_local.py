@@ -107,7 +107,7 @@ def test_local_requeues_honour_max_requeues(workdir: Path, max_requeues: int) ->
     run = last_run(workdir)
     _stop_every_attempt(run, STOPS)
     wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
-               in ("completed", "failed"), 300, "the run to end")
+               in ("completed", "failed"), 900, "the run to end")
     row = json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]
     record = run.read()
     if max_requeues >= STOPS:
@@ -137,12 +137,12 @@ def test_local_sigkill_then_resume(workdir: Path) -> None:
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *args, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 600, "the first epoch")
     for pid in _task_pids(run):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
-               == "failed", 60, "the run to show as failed")
-    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=300)
+               == "failed", 300, "the run to show as failed")
+    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=1800)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     record = run.read()
     assert [j["reason"] for j in record["jobs"]] == ["submit", "resume"]
@@ -165,13 +165,13 @@ def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 600, "the first epoch")
     os.kill(int(run.current_job_id(run.read())), signal.SIGKILL)
     # The task gets SIGTERM from the kernel (PR_SET_PDEATHSIG): it checkpoints and exits.
-    wait_until(lambda: not _task_pids(run), 60, "the orphaned trainer to exit")
+    wait_until(lambda: not _task_pids(run), 300, "the orphaned trainer to exit")
     wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
-               == "failed", 60, "the run to show as failed")
-    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=600)
+               == "failed", 300, "the run to show as failed")
+    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=1800)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert epochs_seen == list(range(1, 17)), "an epoch was lost or written twice"
