@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cluster.runs import Run
+from cluster.status import rows_for
 from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
@@ -85,9 +86,17 @@ def _stop_every_attempt(run: Run, stops: int) -> None:
     def ended() -> bool:
         return run.read().get("state") in ("failed", "completed")
 
+    def between_attempts(attempt: int) -> bool:
+        # While the controller restarts the job, status must not call the run failed (it is not).
+        if len(run.read().get("attempts", [])) >= attempt or ended():
+            return True
+        row = rows_for([run])[0]
+        assert row.state in ("running", "requeued", "pending"), f"between attempts, status said {row.state}"
+        return False
+
     for attempt in range(1, stops + 1):
         # The attempt is recorded once its trainer runs (the previous one has exited by then).
-        wait_until(lambda: len(run.read().get("attempts", [])) >= attempt or ended(), 300, f"attempt {attempt}")
+        wait_until(lambda: between_attempts(attempt), 300, f"attempt {attempt}")
         if ended():
             return
         before = lines()
