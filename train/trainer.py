@@ -542,6 +542,9 @@ class Trainer:
             loop = LoopState(**state["loop"])
             self._restore_rng(state["rng"], parts.device, loop.global_step)
             loop.resumes += 1
+            if loop.epoch > cfg.epochs or (loop.epoch == cfg.epochs and loop.step_in_epoch > 0):
+                raise SpecError("train.epochs", f"is {cfg.epochs} but this run has already trained "
+                                f"{loop.epoch} epochs (raise it to continue the run, or start a new one)")
             say(f"resumed from {Path(info['path']).name}: epoch {loop.epoch + 1}, step {loop.step_in_epoch}/"
                 f"{parts.steps_per_epoch}, global step {loop.global_step}")
         if world.primary:
