@@ -37,7 +37,7 @@ from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso, write_atomic
 from cluster.units import format_table
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, RUN_JSON,
-                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE)
+                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, parse_metrics)
 
 log = logging.getLogger("cluster")
 
@@ -91,15 +91,7 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bytes]:
     except FileNotFoundError:
         return [], b""
     complete = raw[: raw.rfind(b"\n") + 1]
-    records = []
-    for line in complete.decode("utf-8", "replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records, complete
+    return parse_metrics(complete.decode("utf-8", "replace")), complete
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -152,13 +152,8 @@ def remove_stray_temporaries(directory: str | Path, targets: tuple[str, ...] | N
             p.unlink(missing_ok=True)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of metrics.jsonl (a torn last line, from a kill, is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
+def parse_metrics(text: str) -> list[dict]:
+    """The records of metrics.jsonl text: one JSON object per line; a torn line is skipped."""
     records = []
     for line in text.splitlines():
         try:
@@ -168,6 +163,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of ``run_dir``'s metrics.jsonl (none when it does not exist)."""
+    try:
+        return parse_metrics((Path(run_dir) / METRICS_FILE).read_text())
+    except FileNotFoundError:
+        return []
 
 
 # --- walltimes ---------------------------------------------------------------------------
