@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from train import runfiles
+from train.testhooks import pause_at
 
 FORMAT = 1
 """Version of the checkpoint layout; a different one is refused rather than misread."""
@@ -96,6 +97,7 @@ def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason:
     directory.mkdir(parents=True, exist_ok=True)
     name = runfiles.checkpoint_name(position["global_step"])
     runfiles.write_atomic(directory / name, data)
+    pause_at("checkpoint-file")
     sidecar = {
         "format": FORMAT,
         **position,
@@ -107,6 +109,7 @@ def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason:
     }
     # Only now, with the .pt complete and durable, does the checkpoint become visible.
     runfiles.write_json_atomic(directory / name.replace(".pt", ".json"), sidecar)
+    pause_at("checkpoint-rotate")
     rotate(run_dir, keep)
     sidecar["path"] = str(directory / name)
     sidecar["seconds"] = time.perf_counter() - start
@@ -183,7 +186,17 @@ def rotate(run_dir: str | Path, keep: int) -> None:
     for info in runfiles.sidecars(run_dir)[keep:]:
         # Sidecar first: a checkpoint without one is invisible, never half-deleted.
         Path(info["sidecar"]).unlink(missing_ok=True)
+        pause_at("rotate-unlink")
         Path(info["path"]).unlink(missing_ok=True)
+
+
+def remove_orphans(run_dir: str | Path) -> None:
+    """Delete checkpoint files without a sidecar: a write killed before its sidecar, or a
+    rotation killed between deleting a sidecar and its checkpoint. Never loaded, they
+    would otherwise stay for good (megabytes each). Only while no writer is at work."""
+    for path in (Path(run_dir) / runfiles.CHECKPOINT_DIR).glob("ckpt-*.pt"):
+        if runfiles.CHECKPOINT_FILE.fullmatch(path.name) and not path.with_suffix(".json").exists():
+            path.unlink(missing_ok=True)
 
 
 def _set_aside(info: dict) -> None:

@@ -55,6 +55,10 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
     Checkpoint files are never modified once written, so best.pt and final.pt can share
     the bytes of a rotating checkpoint for free; rotation deleting that one's name does
     not affect them.
+
+    Linking again what `dst` already names (a rerun of a completed run links final.pt to
+    the same checkpoint) leaves no temporary behind: rename(2) of a hard link onto another
+    name of the same file does nothing and leaves both names.
     """
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{secrets.token_hex(6)}")
@@ -62,7 +66,10 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
         os.link(src, tmp)
     except OSError:
         write_atomic(tmp, src.read_bytes())
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # still there only if dst already was this file
     fsync_dir(dst.parent)
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import checkpoint, runfiles
+from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
 from train.contract.config import TrainConfig
 from train.distributed import Comm, World, process_group, rank_seed
@@ -479,10 +480,12 @@ class Trainer:
 
     def _setup(self, device: torch.device, comm: Comm) -> _Parts:
         cfg, world = self.config, self.world
+        pause_at("setup")
         ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if world.primary:  # rank 0 writes every file of the run; the others only train
             runfiles.remove_stray_temporaries(ckpt_dir)
+            checkpoint.remove_orphans(self.run_dir)
             runfiles.remove_stray_temporaries(
                 self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
@@ -533,6 +536,7 @@ class Trainer:
         loaded = self._load_checkpoint(parts.comm)
         if loaded is not None:
             state, info = loaded
+            pause_at("resume")
             checkpoint.check_compatible(state["identity"], parts.identity, info["path"])
             parts.model.load_state_dict(state["model"])
             parts.optimizer.load_state_dict(state["optimizer"])
@@ -549,6 +553,10 @@ class Trainer:
                 f"{parts.steps_per_epoch}, global step {loop.global_step}")
         if world.primary:
             self._reconcile_metrics(loop)
+            if loaded is not None and loop.best_epoch == loop.epoch and loop.step_in_epoch == 0:
+                # The best epoch's own checkpoint: a kill may have come between its write and
+                # the link of best.pt to it.
+                runfiles.link_atomic(loaded[1]["path"], self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST_CHECKPOINT)
         ranks = f", rank {world.rank} of {world.size}" if world.size > 1 else ""
         say(f"training on {parts.device} ({parts.threads} threads{ranks}): {parts.train_samples} train / "
             f"{parts.val_samples} validation samples, {parts.steps_per_epoch} steps per epoch, "
@@ -691,6 +699,7 @@ class Trainer:
     def _end_epoch(self, parts: _Parts, attempt: _Attempt, epoch: int) -> None:
         """Validate, record the epoch's metrics, checkpoint (and link best.pt if it improved)."""
         loop = attempt.loop
+        pause_at("validation")
         # Every rank validates the same weights: the metrics, and so the loop state, stay
         # the same on all, and none waits for rank 0 in a collective meanwhile.
         validation_started = time.perf_counter()
@@ -707,6 +716,7 @@ class Trainer:
         }
         if self.world.primary:
             runfiles.append_metrics(self.run_dir, record)
+            pause_at("metrics")
         auc = metrics["val_auc"]
         parts.progress.message(
             f"epoch {epoch + 1}/{self.config.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
@@ -772,12 +782,14 @@ class Trainer:
 
     def _link_best(self, info: dict) -> None:
         """Make best.pt the checkpoint just written (runs on the writer thread)."""
+        pause_at("best-link")
         runfiles.link_atomic(info["path"], self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST_CHECKPOINT)
 
     # --- done: final checkpoint and summary ------------------------------------------------
 
     def _finish(self, parts: _Parts, attempt: _Attempt) -> RunResult:
         ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
+        pause_at("summary")
         parts.comm.settle()
         attempt.writer.wait()
         if attempt.last_saved_path is not None and self.world.primary:
@@ -788,6 +800,7 @@ class Trainer:
             runfiles.write_rank_sha256(self.run_dir, self.world.rank, summary["weights_sha256"])
         if self.world.primary:
             runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
+            pause_at("summary-written")
         loop = attempt.loop
         parts.progress.message(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc "
                                f"{summary['val_auc']}, weights {summary['weights_sha256'][:16]}")
