@@ -130,3 +130,63 @@ def test_config_module_imports_only_the_standard_library() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- absurd sizes: refused at validation (on the login node, by `cluster check`) ----------------
+
+HUGE = 10**5000  # str() of it raises ValueError in Python 3.11+
+
+
+@pytest.mark.parametrize(
+    "d, key, message",
+    [
+        ({"seed": 2**63}, "train.seed", "must be at most 2**63 - 1 (got 9223372036854775808): torch and numpy take 64-bit seeds"),
+        ({"seed": HUGE}, "train.seed", "must be at most 2**63 - 1 (got <an integer of about 5001 digits>)"),
+        ({"seed": -HUGE}, "train.seed", "must be a non-negative integer (got <an integer of about 5001 digits>)"),
+        ({"epochs": 10**6 + 1}, "train.epochs", "must be at most 10**6 (got 1000001)"),
+        ({"data": {"samples": 10**8 + 1}}, "train.data.samples", "must be at most 10**8 (got 100000001)"),
+        ({"data": {"image_shape": [10, 4097]}}, "train.data.image_shape", "must be at most 4096 on each side (got 4097)"),
+        ({"data": {"image_shape": [HUGE, 10]}}, "train.data.image_shape", "(got <an integer of about 5001 digits>)"),
+        ({"data": {"samples": 10**6, "image_shape": [100, 100]}}, "train.data.image_shape",
+         "100x100 images x 1000000 samples = 10000000000 pixels, more than 2**31: the synthetic images alone would "
+         "need 37 GiB of memory (float32)"),
+        ({"data": {"vector_features": 65537}}, "train.data.vector_features", "must be at most 65536 (got 65537)"),
+        ({"data": {"vector_features": HUGE}}, "train.data.vector_features", "(got <an integer of about 5001 digits>)"),
+    ],
+)
+def test_absurd_sizes_are_refused(d: dict, key: str, message: str) -> None:
+    err = error(d)
+    assert err.key == key
+    assert message in err.message
+    assert len(str(err)) < 300
+
+
+def test_the_largest_sizes_are_accepted() -> None:
+    config = TrainConfig.from_dict({"seed": 2**63 - 1, "epochs": 10**6,
+                                    "data": {"samples": 2**31 // (4096 * 8), "image_shape": [4096, 8],
+                                             "vector_features": 65536}})
+    assert config.seed == 2**63 - 1 and config.data.vector_features == 65536
+
+
+@pytest.mark.parametrize(
+    "d, key",
+    [
+        ({"device": "x" * 100_000}, "train.device"),
+        ({"data": {"source": "s" * 100_000}}, "train.data.source"),
+        ({"data": {"image_shape": [1] * 100_000}}, "train.data.image_shape"),
+        ({"data": {"image_shape": [HUGE] * 3}}, "train.data.image_shape"),
+        ({"data": {"source": "npz", "path": "p" * 100_000 + ".npy"}}, "train.data.path"),
+        ({"data": {"source": "npz", "path": "a.npz", "keys": {"image": "k" * 100_000, "vector": "k" * 100_000}}},
+         "train.data.keys"),
+        ({"lr": "f" * 100_000}, "train.lr"),
+        ({"sampler": {"class_weights": {HUGE: 1.0}}}, None),
+        ({"k" * 100_000: 1}, None),
+        ({HUGE: 1}, None),
+    ],
+)
+def test_echoed_values_are_cut(d: dict, key: str | None) -> None:
+    err = error(d)
+    if key is not None:
+        assert err.key == key
+    assert len(err.key) < 120 and len(err.message) < 300, str(err)[:400]
+    assert "..." in str(err) or "digits>" in str(err)

@@ -39,13 +39,66 @@ def conv_features(image_shape: tuple[int, int]) -> int:
     return ((height - 4) // 2) * ((width - 4) // 2)
 
 
+# The largest values accepted (the login node checks them in `cluster check`): beyond these
+# a run would not fit in memory or a seed would not fit torch's and numpy's 64 bits.
+MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 10**6
+MAX_SAMPLES = 10**8
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_ELEMENTS = 2**31
+"""image height x width x samples: the synthetic images alone are float32, 4 bytes each."""
+MAX_VECTOR_FEATURES = 65536
+
+MAX_ECHO = 70
+"""Longest value quoted back in a message (a spec can hold a megabyte-long string): cut as
+`cluster check` cuts the values it shows (cluster.spec._show), so both say the same."""
+
+
 # --- small checkers: each returns nothing and raises SpecError naming the full key ---------
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
+
+
+def _short(value: Any, budget: int) -> str:
+    """str() of a value (repr() of a string), stopped once it is surely longer than `budget`.
+
+    Bounded in time and memory: str() of an int of more than 4,300 digits raises (Python
+    3.11+), YAML reads any run of digits as one int, and a list may hold a million items.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 3 * budget + 8:
+            return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+        return str(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= budget else repr(value[:budget])[:-1]
+    if isinstance(value, (list, tuple)):
+        out, used = [], 1
+        for item in value:
+            if used > budget:
+                out.append("...")
+                break
+            out.append(_short(item, budget - used))
+            used += len(out[-1]) + 2
+        return "[" + ", ".join(out) + "]"
+    return str(value)[: budget + 1]
+
+
+def _text(value: Any) -> str:
+    """`value` (a key: str() of it) in at most `MAX_ECHO` characters."""
+    return _cut(value if isinstance(value, str) else _short(value, MAX_ECHO + 1))
+
+
 def _describe(value: Any) -> str:
-    if isinstance(value, tuple):
-        value = list(value)  # the user wrote a YAML list
-    return f"{value!r}" if isinstance(value, str) else str(value)
+    """`value` as a message quotes it (a string in quotes), in at most `MAX_ECHO` characters."""
+    return _cut(_short(value, MAX_ECHO + 1))
+
+
+def _check_at_most(key: str, value: int, maximum: int, shown: str, why: str) -> None:
+    """After the type check: refuse an absurd size before anything allocates it."""
+    if value > maximum:
+        raise SpecError(key, f"must be at most {shown} (got {_describe(value)}): {why}")
 
 
 def _check_int(key: str, value: Any, *, minimum: int, what: str) -> None:
@@ -86,7 +139,7 @@ def _as_float(value: Any) -> Any:
 def _check_keys(prefix: str, d: Mapping, valid: list[str]) -> None:
     for k in d:
         if k not in valid:
-            raise SpecError(f"{prefix}.{k}", f"unknown key (valid: {', '.join(valid)})")
+            raise SpecError(f"{prefix}.{_text(k)}", f"unknown key (valid: {', '.join(valid)})")
 
 
 def _mapping(prefix: str, d: Any) -> Mapping:
@@ -138,7 +191,8 @@ class NpzKeys:
             if not isinstance(value, str) or not value:
                 raise SpecError(f"{prefix}.{name}", f"must be a non-empty string (got {_describe(value)})")
         if len(set(names.values())) != len(names):
-            raise SpecError(prefix, f"image, vector and label must name three different arrays (got {names})")
+            shown = ", ".join(f"{k}: {_describe(v)}" for k, v in names.items())
+            raise SpecError(prefix, f"image, vector and label must name three different arrays (got {shown})")
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "train.data.keys") -> NpzKeys:
@@ -196,12 +250,14 @@ class DataConfig:
             if not isinstance(self.path, str) or not self.path:
                 raise SpecError(f"{prefix}.path", "is required with source: npz (the .npz file to read)")
             if self.path.lower().endswith(".npy"):
-                raise SpecError(f"{prefix}.path", f"is a .npy file (a single array; got {self.path!r}): source: npz reads "
+                raise SpecError(f"{prefix}.path", f"is a .npy file (a single array; got {_describe(self.path)}): source: npz reads "
                                                   "a .npz archive holding the image, vector and label arrays (numpy.savez)")
             return
         if self.path is not None:
             raise SpecError(f"{prefix}.path", "is only used with source: npz (source is synthetic)")
         _check_int(f"{prefix}.samples", self.samples, minimum=1, what="a positive integer")
+        _check_at_most(f"{prefix}.samples", self.samples, MAX_SAMPLES, "10**8",
+                       "the synthetic data set is generated in memory")
         _check_number(f"{prefix}.positive_fraction", self.positive_fraction, positive=True, what="a number between 0 and 1")
         if not self.positive_fraction < 1:
             raise SpecError(f"{prefix}.positive_fraction", f"must be a number between 0 and 1 (got {self.positive_fraction})")
@@ -216,7 +272,19 @@ class DataConfig:
                 f"must be [height, width], each at least {MIN_IMAGE_SIDE} (got {_describe(shape)}): "
                 "two 3x3 convolutions and a 2x2 pooling must leave at least one feature",
             )
+        for side in shape:
+            _check_at_most(f"{prefix}.image_shape", side, MAX_IMAGE_SIDE, f"{MAX_IMAGE_SIDE} on each side",
+                           "the model is sized for small images")
+        elements = shape[0] * shape[1] * self.samples
+        if elements > MAX_IMAGE_ELEMENTS:
+            raise SpecError(
+                f"{prefix}.image_shape",
+                f"{shape[0]}x{shape[1]} images x {self.samples} samples = {elements} pixels, more than 2**31: the "
+                f"synthetic images alone would need {elements * 4 / 2**30:.0f} GiB of memory (float32)",
+            )
         _check_int(f"{prefix}.vector_features", self.vector_features, minimum=1, what="a positive integer")
+        _check_at_most(f"{prefix}.vector_features", self.vector_features, MAX_VECTOR_FEATURES, str(MAX_VECTOR_FEATURES),
+                       "the model's first layer takes them all")
         # The stratified split puts at least one sample of each class on each side, and the
         # sampler needs both classes in training: two of each is the least that works.
         positives = round(self.samples * self.positive_fraction)
@@ -306,7 +374,7 @@ class SamplerConfig:
             for k, v in weights.items():
                 label = {0: 0, 1: 1, "0": 0, "1": 1}.get(k) if not isinstance(k, bool) else None
                 if label is None:
-                    raise SpecError(f"{prefix}.class_weights.{k}", "unknown class (valid: 0, 1)")
+                    raise SpecError(f"{prefix}.class_weights.{_text(k)}", "unknown class (valid: 0, 1)")
                 by_class[label] = v
             if 0 in by_class:
                 d["negative_weight"] = by_class[0]
@@ -421,7 +489,9 @@ class TrainConfig:
 
     def validate(self, prefix: str) -> None:
         _check_int(f"{prefix}.seed", self.seed, minimum=0, what="a non-negative integer")
+        _check_at_most(f"{prefix}.seed", self.seed, MAX_SEED, "2**63 - 1", "torch and numpy take 64-bit seeds")
         _check_int(f"{prefix}.epochs", self.epochs, minimum=1, what="a positive integer")
+        _check_at_most(f"{prefix}.epochs", self.epochs, MAX_EPOCHS, "10**6", "more is surely a typo")
         _check_int(f"{prefix}.batch_size", self.batch_size, minimum=1, what="a positive integer")
         _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
