@@ -12,6 +12,7 @@ import pytest
 
 from cluster.runs import Run
 from cluster.status import rows_for
+from train.runfiles import resume_point
 from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
@@ -146,7 +147,7 @@ def test_local_sigkill_then_resume(workdir: Path) -> None:
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *args, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 600, "the first epoch")
+    wait_until(lambda: resume_point(run.path) and _task_pids(run), 600, "a first checkpoint")
     for pid in _task_pids(run):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: json.loads(cluster_cmd("status", str(run.path), "--json", cwd=workdir).stdout)[0]["state"]
@@ -174,7 +175,7 @@ def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _task_pids(run), 600, "the first epoch")
+    wait_until(lambda: resume_point(run.path) and _task_pids(run), 600, "a first checkpoint")
     os.kill(int(run.current_job_id(run.read())), signal.SIGKILL)
     # The task gets SIGTERM from the kernel (PR_SET_PDEATHSIG): it checkpoints and exits.
     wait_until(lambda: not _task_pids(run), 300, "the orphaned trainer to exit")
