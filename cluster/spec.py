@@ -324,10 +324,6 @@ class JobSpec:
     def to_yaml(self) -> str:
         return dump_yaml(self.to_dict())
 
-    @property
-    def total_tasks(self) -> int:
-        return self.resources.nodes * self.resources.tasks_per_node
-
     def runs_dir_path(self, environ: Mapping[str, str] | None = None) -> Path:
         """``output.runs_dir`` as the job script reads it, expanded here (on the login node).
 

@@ -59,7 +59,9 @@ class PBSBackend(script.PBSScripts, Backend):
     continues_in_new_job = True
 
     def available(self) -> bool:
-        return answers(["qstat", "-B"]) and not answers(["sinfo", "-h", "-o", "%P"])
+        from cluster.backends.pbs.executor import pbs_answers  # the plugin's own test (affinity)
+
+        return pbs_answers()
 
     def executor(self, spec: JobSpec, run_dir: Path, *, array_parallelism: int | None = None) -> Any:
         from cluster.backends.pbs.executor import PBSExecutor  # submitit: only when submitting
