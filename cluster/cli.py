@@ -91,8 +91,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     row = wait_for(run, echo)
     print(f"run {run.id}: {row.state}" + (f" ({row.diagnosis}; {row.action})" if row.diagnosis else ""))
     if row.state == "completed":
-        summary = json.loads((run.path / SUMMARY_FILE).read_text())
-        print(f"  weights_sha256 {summary.get('weights_sha256')}")
+        if (run.path / SUMMARY_FILE).exists():  # a command job's program writes what it likes
+            summary = json.loads((run.path / SUMMARY_FILE).read_text())
+            print(f"  weights_sha256 {summary.get('weights_sha256')}")
         return 0
     return 1
 

@@ -9,6 +9,10 @@ For each run, ``DIR/<run_id>/`` receives::
     summary.json         the run's own summary (if it completed) plus run facts
     curves.png           losses and validation metrics per epoch (needs matplotlib)
 
+A command job's run (``command:`` in its spec) gets every file its program wrote in the run
+directory (checkpoints and results included) instead of the trainer's two checkpoints, and its
+``vars`` as the hyper-parameters.
+
 and, for several runs, ``DIR/comparison.csv``: one row per run, sorted by the chosen
 validation metric (best first), also printed.
 
@@ -37,7 +41,7 @@ from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso, write_atomic
 from cluster.units import format_table
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, RUN_JSON,
-                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, parse_metrics)
+                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, parse_metrics)
 
 log = logging.getLogger("cluster")
 
@@ -112,16 +116,34 @@ def _flatten(data: Any, prefix: str) -> dict[str, Any]:
 
 
 def hyperparameters(run: Run) -> dict[str, Any]:
-    """The ``train:`` section of the run's resolved spec as dotted keys (``train.lr``, ``train.sampler.positive_weight``)."""
+    """The ``train:`` section of the run's resolved spec as dotted keys (``train.lr``, ``train.sampler.positive_weight``);
+    a command job's ``vars`` (``vars.lr``)."""
     from cluster.spec import parse_yaml
 
     try:
         data = parse_yaml(run.spec_path.read_text())
     except Exception:  # noqa: BLE001 - a missing or broken spec only loses the hyper-parameter columns
         return {}
+    if isinstance(data, dict) and isinstance(data.get("vars"), dict) and "command" in data:
+        return _flatten(data["vars"], "vars")
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
         return {}
     return _flatten(data["train"], "train")
+
+
+def program_files(run: Run) -> list[str]:
+    """What a command job's program wrote in its run directory (relative paths, sorted): every
+    regular file but the toolkit's own (run.json, the spec, the script, logs, metrics) and
+    half-written temporaries."""
+    own = {RUN_JSON, SPEC_FILE, SCRIPT_FILE, METRICS_FILE, SUMMARY_FILE, TRAINER_LOCK}
+    found = []
+    for path in sorted(run.path.rglob("*")):
+        relative = path.relative_to(run.path)
+        if relative.parts[0] == LOGS_DIR or str(relative) in own or path.name.startswith(TMP_PREFIX):
+            continue
+        if path.is_file() and not path.is_symlink():
+            found.append(str(relative))
+    return found
 
 
 # ---------------------------------------------------------------- plotting
@@ -192,7 +214,11 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
     """Copy one run's files into ``dest`` and write its summary.json (and curves.png); return that summary."""
     dest.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    for name in FILES:
+    try:
+        command_job = run.read().get("kind") == "command"
+    except ClusterError:
+        command_job = False
+    for name in dict.fromkeys((*FILES, *program_files(run))) if command_job else FILES:
         src = run.path / name
         if src.is_file():
             copy_atomic(src, dest / name)

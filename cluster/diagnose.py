@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.runs import Run
+from train.contract import CHECKPOINT_DIR
 
 
 def _tail(path: Path, size: int = 65536) -> str:
@@ -48,7 +49,15 @@ def diagnose(run: Run, record: dict[str, Any], state: str, job: Any) -> tuple[st
                 "check resources.gpus_per_node, environment.modules (cuda) and `cluster doctor --probe`")
     if state == "out-of-memory" or re.search(r"exceeded (job )?memory limit|oom-kill|out of memory", err, re.I):
         return "out of memory", "raise resources.mem or lower train.batch_size"
+    command_job = record.get("kind") == "command"
+    error = record.get("error") or ""
     if state == "timeout" or "DUE TO TIME LIMIT" in err:
+        if command_job and ("without a checkpoint" in error or not any((run.path / CHECKPOINT_DIR).glob("*"))):
+            return ("hit the walltime without a checkpoint (the command did not save and exit 75 on "
+                    "USR2/TERM or before CLUSTER_DEADLINE)",
+                    f"follow the contract (README, Command jobs) or raise resources.time; {resume}")
+        if command_job:
+            return "hit the walltime", f"raise resources.time; {resume}"
         return "hit the walltime", f"raise resources.time or lower train.epochs; {resume}"
     if state == "node-fail":
         return "node failure", resume
@@ -58,6 +67,11 @@ def diagnose(run: Run, record: dict[str, Any], state: str, job: Any) -> tuple[st
         return "cancelled", resume
     if "out of requeues" in (record.get("error") or ""):
         return record["error"].split(";")[0], resume
+    if command_job and error.startswith("command "):
+        # The program's own last traceback, when it is a Python program that raised.
+        raised = last_python_error(err)
+        return error + (f" (last Python error: {raised})" if raised else ""), \
+            f"see `cluster logs {run.path} --err`; fix the program, then {resume}"
     error = last_python_error(err) or record.get("error")
     if error:
         return f"Python error: {error}", f"fix the error, then {resume}"

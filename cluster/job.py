@@ -18,13 +18,20 @@ Several tasks (``nodes x tasks_per_node > 1``): the scheduler starts one process
 variables into torch's (MASTER_ADDR = the first node, MASTER_PORT derived from the job
 id, RANK, WORLD_SIZE, LOCAL_RANK). The ranks stop together at the same step; rank 0
 alone records the run and requeues the job, the others just exit.
+
+:class:`CommandJob` runs a command job's program instead of the trainer, with the same
+attempt and requeue bookkeeping: its exit status 75 (``EXIT_REQUEUE``) is the trainer's
+checkpointed stop.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,8 @@ from submitit.core.utils import UncompletedJobError
 
 from cluster import backends
 from cluster.runs import Run, now_iso
-from train.contract import RUN_DIR_ENV, RunLocked
+from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
+                            RunLocked)
 
 
 def _say(line: str, *, stderr: bool = False) -> None:
@@ -92,38 +100,156 @@ class TrainJob(submitit.helpers.Checkpointable):
                 run.set_state("completed", ended=now_iso())
             return result.summary
 
-        reason = result.reason or "signal"
         if rank != 0:
             sys.exit(0)
-        if reason == "SIGTERM":
-            # The scheduler is requeuing, preempting or cancelling us: it decides what comes next.
-            def stopped(record: dict[str, Any]) -> None:
-                if record.get("state") != "cancelled":  # `cluster cancel` said so first
-                    record.update(state="requeued", stop_reason=reason)
+        continue_after_checkpoint(run, spec, backend, env, result.reason or "signal")
 
-            run.update(stopped)
-            _say(f"cluster-train: stopped on {reason} with a checkpoint")
-            sys.exit(0)
-        record = run.read()
-        if record.get("requeues", 0) >= spec.scheduler.max_requeues:
-            message = (f"out of requeues ({spec.scheduler.max_requeues}); continue with: "
-                       f"cluster resume {self.run_dir}")
-            run.set_state("failed", error=message, ended=now_iso())
-            raise UncompletedJobError(message)
-        run.set_state("requeued", stop_reason=reason)
-        remaining = spec.scheduler.max_requeues - record.get("requeues", 0)
-        if backend.continues_in_new_job:
-            new_job = backend.continue_job(env, run, remaining)
-            run.add_job(new_job, "continue")
-            _say(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}")
-        else:
-            _say(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}")
-            backend.continue_job(env, run, remaining)
+
+def continue_after_checkpoint(run: Run, spec: Any, backend: Any, env: Any, reason: str) -> None:
+    """After a checkpointed stop (the trainer's, or a command's exit 75): make the run go on.
+
+    On TERM the scheduler is requeuing, preempting or cancelling the job and decides what comes
+    next; otherwise the job requeues or continues itself, at most ``scheduler.max_requeues``
+    times. Always exits the process.
+    """
+    if reason == "SIGTERM":
+        def stopped(record: dict[str, Any]) -> None:
+            if record.get("state") != "cancelled":  # `cluster cancel` said so first
+                record.update(state="requeued", stop_reason=reason)
+
+        run.update(stopped)
+        _say(f"cluster-train: stopped on {reason} with a checkpoint")
         sys.exit(0)
+    record = run.read()
+    if record.get("requeues", 0) >= spec.scheduler.max_requeues:
+        message = (f"out of requeues ({spec.scheduler.max_requeues}); continue with: "
+                   f"cluster resume {run.path}")
+        run.set_state("failed", error=message, ended=now_iso())
+        raise UncompletedJobError(message)
+    run.set_state("requeued", stop_reason=reason)
+    remaining = spec.scheduler.max_requeues - record.get("requeues", 0)
+    if backend.continues_in_new_job:
+        new_job = backend.continue_job(env, run, remaining)
+        run.add_job(new_job, "continue")
+        _say(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}")
+    else:
+        _say(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}")
+        backend.continue_job(env, run, remaining)
+    sys.exit(0)
 
 
-def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None:
-    """Record the attempt, count it as a requeue when it continues the same job, print a separator."""
+class CommandFailed(RuntimeError):
+    """The command job's program ended with a status other than 0 and 75 (or by a signal)."""
+
+
+class CommandJob(submitit.helpers.Checkpointable):
+    """Run a command job's program (``spec.command``) in ``run_dir``, under the contract.
+
+    The program is started as argv (no shell) in the submit directory, with CLUSTER_RUN_DIR,
+    CLUSTER_CHECKPOINT_DIR, CLUSTER_DEADLINE and CLUSTER_ATTEMPT set. USR2 and TERM are
+    forwarded to it (it runs in its own process group, so it gets each signal once, from
+    here). Exit 0: completed. Exit 75: checkpointed, continued exactly as the trainer is
+    (:func:`continue_after_checkpoint`). Anything else fails the run with the status in
+    run.json; a program killed by the walltime or by a signal it does not handle says so.
+    One task only: a command job that wants several ranks starts them itself.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = str(run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(CommandJob(self.run_dir))
+
+    def __call__(self) -> dict[str, Any]:
+        from cluster.spec import load_spec
+
+        env = submitit.JobEnvironment()
+        run = Run(self.run_dir)
+        spec = load_spec(run.spec_path)
+        backend = backends.get(run.scheduler())
+        backend.job_environment(spec)
+        attempt = _start_attempt(run, env.job_id, None, where="command")
+        child_env = _command_environment(run, spec, attempt)
+        received: list[int] = []
+        # Its own session: the scheduler's signals reach it once, forwarded from here. It gets
+        # SIGTERM if this process dies (outside a scheduler's cgroup nothing else would stop it).
+        child = subprocess.Popen(spec.argv(), env=child_env, start_new_session=True, preexec_fn=_die_with_parent)
+
+        def forward(signum: int, frame: Any) -> None:  # replaces submitit's checkpoint-and-requeue
+            received.append(signum)
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+        for signum in (signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(signum, forward)
+        try:
+            status = child.wait()
+        except BaseException:
+            child.kill()
+            raise
+        if status == 0:
+            run.set_state("completed", ended=now_iso(), exit_status=0)
+            _say("cluster-train: the command completed (exit 0)")
+            return {"exit_status": 0}
+        if status == EXIT_REQUEUE:
+            if signal.SIGTERM in received:
+                reason = "SIGTERM"
+            elif signal.SIGUSR2 in received:
+                reason = "SIGUSR2"
+            else:
+                reason = "exit 75"
+            continue_after_checkpoint(run, spec, backend, env, reason)
+        message = _failure_message(status, received)
+        run.set_state("failed", error=message, ended=now_iso(), exit_status=status)
+        _say(f"cluster-train: {message}", stderr=True)
+        raise CommandFailed(message)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """SIGTERM when this process dies (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _command_environment(run: Run, spec: Any, attempt: int) -> dict[str, str]:
+    """The program's environment: the job's, plus the contract's variables."""
+    child_env = dict(os.environ)
+    child_env[RUN_DIR_ENV] = str(run.path)
+    child_env[CHECKPOINT_DIR_ENV] = str(run.path / CHECKPOINT_DIR)
+    child_env[ATTEMPT_ENV] = str(attempt)
+    if DEADLINE_ENV not in child_env and spec.resources.time_seconds:
+        # The batch script's prologue sets it on a scheduler; the local executor has none.
+        child_env[DEADLINE_ENV] = str(int(time.time()) + spec.resources.time_seconds)
+    (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    return child_env
+
+
+def _failure_message(status: int, received: list[int]) -> str:
+    """What run.json and the diagnosis say about a program that ended without 0 or 75."""
+    if status < 0:
+        name = signal.Signals(-status).name
+        if -status in received and -status == signal.SIGUSR2:
+            return (f"command killed by {name}, the walltime warning, without a checkpoint (it does not "
+                    "follow the contract: handle USR2 and exit 75, or set scheduler.signal_seconds: 0)")
+        if -status in received:
+            return (f"command stopped by {name} without a checkpoint (walltime, requeue, preemption "
+                    "or cancel; the contract: checkpoint and exit 75 on TERM)")
+        return f"command killed by {name}"
+    if received:
+        names = "/".join(dict.fromkeys(signal.Signals(s).name for s in received))
+        return f"command exited with status {status} after {names}, without a checkpoint (exit 75 means one)"
+    return f"command exited with status {status}"
+
+
+def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None, where: str | None = None) -> int:
+    """Record the attempt, count it as a requeue when it continues the same job, print a separator;
+    the attempt's number. ``where``: the separator's last words (default: the resume point)."""
     host = socket.gethostname()
 
     def change(record: dict[str, Any]) -> None:
@@ -141,8 +267,15 @@ def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None) -> None
 
     record = run.update(change)
     number = len(record["attempts"])
-    where = f"resuming from step {resume.get('global_step')}" if resume else "from scratch"
+    if where is None:
+        where = f"resuming from step {resume.get('global_step')}" if resume else "from scratch"
     line = f"===== cluster-train: attempt {number}, job {job_id} on {host}, {now_iso()}, {where} ====="
     _say(line)
     _say(line, stderr=True)
     os.environ.setdefault(RUN_DIR_ENV, str(Path(run.path)))
+    return number
+
+
+def job_for(spec: Any, run_dir: str) -> TrainJob | CommandJob:
+    """The callable that runs ``spec`` in ``run_dir``: the trainer, or a command job's program."""
+    return CommandJob(run_dir) if spec.command else TrainJob(run_dir)

@@ -280,6 +280,11 @@ class JobSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     """Grid of dotted keys to value lists; one array task per combination."""
+    command: tuple[str, ...] = ()
+    """A program to run instead of the trainer (a command job), as argv items that may hold
+    ``{name}`` placeholders from :attr:`vars`; empty for a ``train:`` job."""
+    vars: tuple[tuple[str, Any], ...] = ()
+    """The values of the command's ``{name}`` placeholders (a sweep varies them: ``vars.lr``)."""
     source: str = ""
     """The file the spec was loaded from (for messages; not part of the spec)."""
 
@@ -317,12 +322,21 @@ class JobSpec:
             "output": {"runs_dir": self.output.runs_dir},
             "train": self.train.to_dict(),
         }
+        if self.command:  # a command job has no train: section
+            del data["train"]
+            data["command"] = list(self.command)
+            data["vars"] = dict(self.vars)
         if self.sweep:
             data["sweep"] = {key: list(values) for key, values in self.sweep}
         return data
 
     def to_yaml(self) -> str:
         return dump_yaml(self.to_dict())
+
+    def argv(self) -> list[str]:
+        """The command job's argv, placeholders filled from ``vars`` (validated by the loader)."""
+        values = dict(self.vars)
+        return [render_placeholders(item, values, f"command[{i}]") for i, item in enumerate(self.command)]
 
     def runs_dir_path(self, environ: Mapping[str, str] | None = None) -> Path:
         """``output.runs_dir`` as the job script reads it, expanded here (on the login node).
@@ -885,7 +899,7 @@ def _train_config(data: dict) -> TrainConfig:
 
 
 def _build(data: dict, source: str) -> JobSpec:
-    top_keys = ("name", "scheduler", "resources", "environment", "output", "train", "sweep")
+    top_keys = ("name", "scheduler", "resources", "environment", "output", "train", "command", "vars", "sweep")
     _check_keys(data, "", top_keys)
     _check_numbers(data, "")
     if "name" not in data:
@@ -897,8 +911,10 @@ def _build(data: dict, source: str) -> JobSpec:
     if train_data is not None and not isinstance(train_data, dict):
         raise SpecError("train", f"must be a mapping (got {_kind(train_data)})")
     spec = JobSpec(name=name, scheduler=_scheduler_section(data), resources=_resources_section(data),
-                   environment=_environment_section(data), output=output, train=_train_config(data),
-                   sweep=_parse_sweep(data.get("sweep")), source=source)
+                   environment=_environment_section(data), output=output,
+                   train=TrainConfig() if "command" in data else _train_config(data),
+                   sweep=_parse_sweep(data.get("sweep"), "vars" if "command" in data else "train"),
+                   source=source, **_command_sections(data))
     for key, values in spec.sweep:  # every point must be a valid spec
         for value in values:
             _check_sweep_point(spec, key, value)
@@ -976,17 +992,18 @@ def _environment_section(data: dict) -> Environment:
     )
 
 
-def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+def _parse_sweep(value: Any, section: str = "train") -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``section``: ``train`` for a trainer job, ``vars`` for a command job."""
     if value is None:
         return ()
     if not isinstance(value, dict) or not value:
-        raise SpecError("sweep", "must be a mapping of dotted.key: [values] (e.g. train.lr: [0.001, 0.0003])")
+        raise SpecError("sweep", f"must be a mapping of dotted.key: [values] (e.g. {section}.lr: [0.001, 0.0003])")
     grid = []
     for key, values in value.items():
         where = f"sweep.{cut(str(key), 60)}"
-        if not isinstance(key, str) or key.split(".")[0] != "train":
+        if not isinstance(key, str) or key.split(".")[0] != section:
             # One sweep is one array job, whose tasks share the job's resources and environment.
-            raise SpecError(where, "sweep keys must be dotted keys under train "
+            raise SpecError(where, f"sweep keys must be dotted keys under {section} "
                             "(the tasks of one array job share its resources)")
         if not isinstance(values, list) or not values:
             raise SpecError(where, f"must be a non-empty list of values (got {_kind(values)})")
@@ -998,6 +1015,99 @@ def _parse_sweep(value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
             raise SpecError("sweep", f"gives more than {MAX_SWEEP_POINTS} combinations (allowed: at most "
                             f"{MAX_SWEEP_POINTS} tasks in one array job)")
     return tuple(grid)
+
+
+MAX_COMMAND_ITEMS = 1000
+MAX_COMMAND_CHARS = 100_000
+"""Linux takes at most 128 KiB per argument and about 2 MiB for all; these stay well inside."""
+_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+PLACEHOLDER_ALLOWED = "allowed: {name} with name in vars, '{{' and '}}' for literal braces"
+
+
+def render_placeholders(text: str, values: Mapping[str, Any], key: str) -> str:
+    """``text`` with each ``{name}`` replaced by ``values[name]`` and ``{{``/``}}`` by a brace.
+
+    A placeholder that names no var, or a lone brace, is a one-line :class:`SpecError` for
+    ``key``. Values are written as YAML wrote them: ``true``/``false``, ``0.001``.
+    """
+    def fill(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name is None:
+            raise SpecError(key, f"lone {token!r} in {_show(text, 40)} ({PLACEHOLDER_ALLOWED})")
+        if name not in values:
+            known = ", ".join(sorted(values)) or "none"
+            raise SpecError(key, f"unknown placeholder {{{cut(name, 40)}}} (vars defines: {cut(known, 80)}; "
+                            f"{PLACEHOLDER_ALLOWED})")
+        value = values[name]
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    return _PLACEHOLDER_RE.sub(fill, text)
+
+
+def _command_sections(data: dict) -> dict[str, Any]:
+    """``command:`` and ``vars:``: a command job instead of ``train:`` (exactly one of the two).
+
+    Items are argv, never read by a shell (the script quotes each one), so any text is fine
+    but NUL, which no argv can hold.
+    """
+    if "command" not in data:
+        if data.get("vars") is not None:
+            raise SpecError("vars", "only for a command job (allowed: vars with command: [program, args...])")
+        return {}
+    if data.get("train") is not None:
+        raise SpecError("command", "a spec has either train: (the built-in trainer) or command: (your program), "
+                        "not both (remove one)")
+    items = data["command"]
+    if isinstance(items, str):
+        raise SpecError("command", "must be a list of arguments, e.g. [python, train.py, --lr, \"{lr}\"] "
+                        "(a string would need a shell to split it)")
+    if not isinstance(items, list) or not items:
+        raise SpecError("command", f"must be a non-empty list of arguments (got {_kind(items)})")
+    if len(items) > MAX_COMMAND_ITEMS:
+        raise SpecError("command", f"has {len(items)} items (allowed: at most {MAX_COMMAND_ITEMS})")
+    command = []
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise SpecError(f"command[{i}]", f"must be a string or number (got {_kind(item)})")
+        command.append(_argv_text(str(item), f"command[{i}]"))
+    if not command[0].strip():
+        raise SpecError("command[0]", "is empty (allowed: a program name or path)")
+    raw_vars = data.get("vars") or {}
+    if not isinstance(raw_vars, dict):
+        raise SpecError("vars", f"must be a mapping of name: value (got {_kind(raw_vars)})")
+    if len(raw_vars) > MAX_LIST_ITEMS:
+        raise SpecError("vars", f"has {len(raw_vars)} entries (allowed: at most {MAX_LIST_ITEMS})")
+    pairs = []
+    for name, value in raw_vars.items():
+        key = f"vars.{cut(str(name), 60)}"
+        if not isinstance(name, str) or not _VAR_NAME_RE.match(name):
+            raise SpecError(key, "invalid name (allowed: letters, digits, '_', not starting with a digit)")
+        if not isinstance(value, (str, int, float)):
+            raise SpecError(key, f"must be a string, number or boolean (got {_kind(value)})")
+        if isinstance(value, str):
+            _argv_text(value, key)
+        pairs.append((name, value))
+    values = dict(pairs)
+    for i, item in enumerate(command):
+        render_placeholders(item, values, f"command[{i}]")
+    resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
+    for key in ("nodes", "tasks_per_node"):  # validated as counts by _resources_section already
+        if resources.get(key, 1) != 1:
+            raise SpecError(f"resources.{key}", f"is {_show(resources[key])} (allowed: 1 for a command job, which "
+                            "runs one process; a program that wants several ranks starts them itself)")
+    return {"command": tuple(command), "vars": tuple(pairs)}
+
+
+def _argv_text(text: str, key: str) -> str:
+    if "\x00" in text:
+        raise SpecError(key, "contains a NUL character (allowed: any other text; no argument can hold NUL)")
+    if len(text) > MAX_COMMAND_CHARS:
+        raise SpecError(key, f"is {len(text)} characters long (allowed: at most {MAX_COMMAND_CHARS})")
+    return text
 
 
 def _check_sweep_point(spec: JobSpec, key: str, value: Any) -> None:

@@ -221,8 +221,12 @@ def wait_for(run: Run, echo: Callable[[str], None], interval: float = 2.0) -> Ro
         nonlocal seen
         row = rows_for([run])[0]
         for m in read_metrics(run.path)[seen:]:
-            echo(f"epoch {m.get('epoch')}/{row.epochs}  val_loss {m.get('val_loss', float('nan')):.4f}"
-                 f"  val_auc {m.get('val_auc', float('nan')):.4f}")
+            if row.epochs is None:  # a command job: its program chose what its lines hold
+                values = [f"{k} {v:.4f}" for k, v in m.items() if k != "epoch" and isinstance(v, float)]
+                echo("  ".join([f"epoch {m.get('epoch')}", *values]))
+            else:
+                echo(f"epoch {m.get('epoch')}/{row.epochs}  val_loss {m.get('val_loss', float('nan')):.4f}"
+                     f"  val_auc {m.get('val_auc', float('nan')):.4f}")
             seen += 1
         return row
 

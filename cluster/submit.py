@@ -1,7 +1,8 @@
 """Submit, resume and cancel runs through submitit (Slurm, PBS, or the local executor).
 
 The submitting process never imports torch: the job's callable (:class:`cluster.job.TrainJob`)
-imports the trainer only on the compute node.
+imports the trainer only on the compute node. A command job (``command:`` in the spec) runs
+:class:`cluster.job.CommandJob` instead, with the same run directory and bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SUBMIT_ERRORS = (FailedSubmissionError, FailedJobError)
 
 from cluster import backends
 from cluster.errors import ClusterError, SchedulerError
-from cluster.job import TrainJob
+from cluster.job import job_for
 from cluster.runs import TERMINAL_STATES, Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec
 from train.contract import CHECKPOINT_DIR, SPEC_FILE
@@ -73,8 +74,10 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
             "run_id": run.id, "name": spec.name, "scheduler": kind, "pbs_flavor": spec.scheduler.pbs_flavor,
             "created": now_iso(), "state": "submitting", "jobs": [], "attempts": [], "requeues": 0,
             "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
-            "epochs": spec.train.epochs, "spec": SPEC_FILE,
+            "epochs": None if spec.command else spec.train.epochs, "spec": SPEC_FILE,
         })
+        if spec.command:
+            record.update(kind="command", command=spec.argv())
         record.update(extra or {})
 
     run.update(init)
@@ -94,7 +97,7 @@ def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     try:
         run = prepare_run(spec, kind, run_dir)
         with scheduler_refusals():
-            job = make_executor(kind, spec, run.path).submit(TrainJob(str(run.path)))
+            job = make_executor(kind, spec, run.path).submit(job_for(spec, str(run.path)))
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -117,7 +120,7 @@ def resume(run: Run) -> str:
     record = run.read()
     spec = load_spec(run.spec_path)
     with scheduler_refusals():
-        job = make_executor(run.scheduler(record), spec, run.path).submit(TrainJob(str(run.path)))
+        job = make_executor(run.scheduler(record), spec, run.path).submit(job_for(spec, str(run.path)))
     _copy_script(job, run)
     run.add_job(job.job_id, "resume")
     return job.job_id

@@ -1,4 +1,4 @@
-"""Sweeps: a grid over ``train.*`` keys, submitted as ONE array job.
+"""Sweeps: a grid over ``train.*`` keys (``vars.*`` for a command job), submitted as ONE array job.
 
 A sweep directory ``runs/<name>-sweep-<stamp>-<id>/`` holds ``sweep.json`` and one
 ordinary run directory per task (``000-lr=0.001``...), each with its own resolved
@@ -25,7 +25,7 @@ import yaml
 from cluster import backends
 from cluster.backends.base import poll
 from cluster.errors import SpecError
-from cluster.job import TrainJob
+from cluster.job import TrainJob, job_for
 from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
 from cluster.submit import prepare_run, scheduler_refusals
@@ -95,7 +95,7 @@ def _task_name(index: int, point: dict[str, Any]) -> str:
 
 
 class LocalSweepJob(TrainJob):
-    """Without a scheduler, one local job trains the sweep's tasks in turn."""
+    """Without a scheduler, one local job trains (or runs, for a command job) the sweep's tasks in turn."""
 
     def __init__(self, run_dirs: list[str]) -> None:
         super().__init__(run_dirs[0])
@@ -106,9 +106,16 @@ class LocalSweepJob(TrainJob):
 
     def __call__(self) -> list[dict[str, Any]]:
         results = []
+        from cluster.spec import load_spec
+
         for run_dir in self.run_dirs:
-            if (Path(run_dir) / SUMMARY_FILE).exists():
+            run = Run(run_dir)
+            if (Path(run_dir) / SUMMARY_FILE).exists() or run.read().get("state") == "completed":
                 continue  # done before a requeue
+            spec = load_spec(run.spec_path)
+            if spec.command:
+                results.append(job_for(spec, run_dir)())
+                continue
             self.run_dir = run_dir
             results.append(super().__call__())
         return results
@@ -127,9 +134,10 @@ class Sweep:
 def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = None) -> Sweep:
     """Create the sweep's run directories and submit them as one array job."""
     grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(sweep_args)
+    section = "vars" if spec.command else "train"
     for key, _ in grid:
-        if not key.startswith("train."):
-            raise SpecError(f"--sweep {key}", "sweep keys must be dotted keys under train "
+        if not key.startswith(f"{section}."):
+            raise SpecError(f"--sweep {key}", f"sweep keys must be dotted keys under {section} "
                             "(the tasks of one array job share its resources)", spec.source)
     points = grid_points(grid)
     backend = backends.resolve(executor or spec.scheduler.kind)
@@ -148,7 +156,7 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
         with scheduler_refusals("sweep"):
             if backend.runs_arrays:
                 with array.batch():
-                    jobs = [array.submit(TrainJob(str(r.path))) for r in runs]
+                    jobs = [array.submit(job_for(spec, str(r.path))) for r in runs]
             else:
                 jobs = [array.submit(LocalSweepJob([str(r.path) for r in runs]))] * len(runs)
     except BaseException:

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from train.contract import DEADLINE_ENV, RUN_DIR_ENV, SPEC_FILE
+from train.contract import ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, RUN_DIR_ENV, SPEC_FILE
 
 if TYPE_CHECKING:
     from cluster.backends.base import Backend
@@ -135,10 +135,24 @@ def prologue(spec: JobSpec, backend: Backend, dialect: str, options: JobOptions)
 
 
 def standalone_command(spec: JobSpec, backend: Backend, dialect: str) -> list[str]:
-    """Run ``python -m train`` on a copy of the resolved spec embedded in the script."""
+    """Run ``python -m train`` (or a command job's program) on a copy of the resolved spec
+    embedded in the script."""
     python = shell_path(spec.environment.python) if spec.environment.python else "python3"
     runs_dir = shell_path(spec.output.runs_dir)[1:-1]
     spec_yaml = spec.to_yaml().rstrip("\n")
+    if spec.command:
+        # The program's argv, one quoted word per item: no shell reads what is inside.
+        run = [
+            f'export {RUN_DIR_ENV}="$RUN_DIR"',
+            f'export {CHECKPOINT_DIR_ENV}="$RUN_DIR/{CHECKPOINT_DIR}"',
+            f'mkdir -p "${CHECKPOINT_DIR_ENV}"',
+            f'export {ATTEMPT_ENV}=$(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))',
+            " ".join(quote(arg) for arg in spec.argv()) + " &",
+        ]
+        forward = "# Forward the scheduler's warning and TERM to the program (the contract: checkpoint, exit 75)."
+    else:
+        run = [f'{python} -m train --config "$RUN_DIR/{SPEC_FILE}" --run-dir "$RUN_DIR" &']
+        forward = "# Forward the scheduler's warning to the trainer, which checkpoints at the next step."
     return [
         "# --- run: the resolved spec travels inside this script",
         'JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"',
@@ -150,9 +164,9 @@ def standalone_command(spec: JobSpec, backend: Backend, dialect: str) -> list[st
         spec_yaml,
         "CLUSTER_TRAIN_SPEC",
         "fi",
-        f'{python} -m train --config "$RUN_DIR/{SPEC_FILE}" --run-dir "$RUN_DIR" &',
+        *run,
         "child=$!",
-        "# Forward the scheduler's warning to the trainer, which checkpoints at the next step.",
+        forward,
         "trap 'kill -USR2 \"$child\" 2>/dev/null' USR2 TERM",
         'wait "$child"; status=$?',
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done',

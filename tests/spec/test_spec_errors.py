@@ -35,7 +35,7 @@ JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 DIR = object()
 """Stands for "make a directory here" in a case's files."""
 
-TOP_KEYS = "name, scheduler, resources, environment, output, train, sweep"
+TOP_KEYS = "name, scheduler, resources, environment, output, train, command, vars, sweep"
 RESOURCE_KEYS = "queue, account, nodes, tasks_per_node, gpus_per_node, cpus_per_task, mem, time"
 SCHEDULER_KEYS = "kind, pbs_flavor, slurm_gpu_flag, extra_directives, skip_directives, max_requeues, signal_seconds"
 MEM_ALLOWED = "allowed: 16G, 16GB, 16GiB, 500M, or a plain number of GB"

@@ -328,7 +328,7 @@ def test_sizes_and_depths(tmp_path, monkeypatch, capsys, text, message):
                  "job.yaml: line 5000: YAML error: more than 10000 values (allowed: a spec of at most 10000 keys, "
                  "values and items)", id="many-keys"),
     pytest.param("name: j\n# " + "x" * 1000000 + "\nbogus: 1\n",
-                 "job.yaml: bogus: unknown key (valid: name, scheduler, resources, environment, output, train, sweep)",
+                 "job.yaml: bogus: unknown key (valid: name, scheduler, resources, environment, output, train, command, vars, sweep)",
                  id="one-mebibyte-comment"),
     pytest.param("name: j\nx: '" + "x" * 1000000 + "\n",
                  "job.yaml: line 3: YAML error: found unexpected end of stream", id="one-mebibyte-unclosed-quote"),
@@ -508,7 +508,7 @@ def test_ordinary_env_names_are_allowed(tmp_path, name):
 
 ECHOES = [
     pytest.param(f"{'k' * 1000}: 1",
-                 f"{'k' * 77}...: unknown key (valid: name, scheduler, resources, environment, output, train, sweep)",
+                 f"{'k' * 77}...: unknown key (valid: name, scheduler, resources, environment, output, train, command, vars, sweep)",
                  id="long-unknown-key"),
     pytest.param(f"train: {{device: {'x' * 100000}}}",
                  f"train.device: must be auto, cpu, cuda or cuda:N (got '{'x' * 66}...)", id="long-device"),

@@ -4,8 +4,10 @@ Standard library only: ``cluster`` imports this package (and nothing else from `
 the login node, where torch is never imported; ``train`` imports nothing from ``cluster``.
 
 - the run directory's file names (``RUN_JSON``, ``METRICS_FILE``, ...);
-- the job's environment variables (``RUN_DIR_ENV``, ``DEADLINE_ENV``) and exit status
-  ``EXIT_REQUEUE`` ("checkpointed: continue me");
+- the job's environment variables (``RUN_DIR_ENV``, ``DEADLINE_ENV``, ``CHECKPOINT_DIR_ENV``,
+  ``ATTEMPT_ENV``) and exit status ``EXIT_REQUEUE`` ("checkpointed: continue me");
+- the helpers a command job's own script follows the contract with: :func:`stop_requested`,
+  :func:`deadline`, :func:`checkpoint_dir`, :func:`run_dir`, :func:`attempt`;
 - :class:`SpecError`, the error both sides raise for a wrong spec value;
 - ``TRAINER_LOCK`` and :class:`RunLocked`: at most one trainer works in a run directory;
 - :func:`write_atomic`, the one atomic writer for every file of a run directory;
@@ -19,6 +21,8 @@ import json
 import os
 import re
 import secrets
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,74 @@ DEADLINE_ENV = "CLUSTER_DEADLINE"
 
 RUN_DIR_ENV = "CLUSTER_RUN_DIR"
 """The run directory of the job (set by the rendered script and the submitit callable)."""
+
+CHECKPOINT_DIR_ENV = "CLUSTER_CHECKPOINT_DIR"
+"""Where a command job keeps its checkpoints (``$CLUSTER_RUN_DIR/checkpoints``)."""
+
+ATTEMPT_ENV = "CLUSTER_ATTEMPT"
+"""1 for a job's first attempt, 2 after its first requeue or continuation, ..."""
+
+# --- the contract, for a command job's own script ---------------------------------------
+#
+#     from train.contract import EXIT_REQUEUE, checkpoint_dir, stop_requested
+#     for step in range(start, steps):
+#         ...one step...
+#         if stop_requested(margin=60):
+#             save(checkpoint_dir()); sys.exit(EXIT_REQUEUE)
+
+_stop_signal: list[int] = []
+
+
+def _remember(signum: int, frame: Any) -> None:
+    _stop_signal.append(signum)
+
+
+def install_stop_handlers() -> None:
+    """USR2 (the scheduler's early warning) and TERM (requeue, preemption, the walltime kill)
+    set a flag instead of killing the program. :func:`stop_requested` calls this on its first
+    call; call it at the start when the first check comes late (a USR2 before it would kill)."""
+    for signum in (signal.SIGUSR2, signal.SIGTERM):
+        if signal.getsignal(signum) is not _remember:
+            signal.signal(signum, _remember)
+
+
+def deadline() -> float | None:
+    """Unix time at which the job's walltime ends (``CLUSTER_DEADLINE``), None without one."""
+    try:
+        return float(os.environ[DEADLINE_ENV])
+    except (KeyError, ValueError):
+        return None
+
+
+def stop_requested(margin: float = 0.0) -> bool:
+    """True once the program should checkpoint and exit with :data:`EXIT_REQUEUE`: USR2 or TERM
+    arrived, or fewer than ``margin`` seconds of the walltime are left (the time the save needs)."""
+    install_stop_handlers()
+    if _stop_signal:
+        return True
+    end = deadline()
+    return end is not None and time.time() >= end - margin
+
+
+def run_dir() -> Path:
+    """The run directory (``CLUSTER_RUN_DIR``; the current directory outside a job)."""
+    return Path(os.environ.get(RUN_DIR_ENV, "."))
+
+
+def checkpoint_dir() -> Path:
+    """Where to keep checkpoints (``CLUSTER_CHECKPOINT_DIR``), created if missing."""
+    path = Path(os.environ.get(CHECKPOINT_DIR_ENV) or run_dir() / CHECKPOINT_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def attempt() -> int:
+    """This attempt's number (``CLUSTER_ATTEMPT``), 1 outside a job."""
+    try:
+        return max(1, int(os.environ.get(ATTEMPT_ENV, "1")))
+    except ValueError:
+        return 1
+
 
 # --- the run directory -----------------------------------------------------------------
 
