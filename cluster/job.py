@@ -171,19 +171,32 @@ class CommandJob(submitit.helpers.Checkpointable):
         attempt = _start_attempt(run, env.job_id, None, where="command")
         child_env = _command_environment(run, spec, attempt)
         received: list[int] = []
-        # Its own session: the scheduler's signals reach it once, forwarded from here. It gets
-        # SIGTERM if this process dies (outside a scheduler's cgroup nothing else would stop it).
-        child = subprocess.Popen(spec.argv(), env=child_env, start_new_session=True, preexec_fn=_die_with_parent)
+        children: list[subprocess.Popen] = []
 
         def forward(signum: int, frame: Any) -> None:  # replaces submitit's checkpoint-and-requeue
             received.append(signum)
-            try:
-                child.send_signal(signum)
-            except ProcessLookupError:
-                pass
+            for child in children:  # none yet: the program sees the signal in `received` below
+                try:
+                    child.send_signal(signum)
+                except ProcessLookupError:
+                    pass
 
         for signum in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(signum, forward)
+        argv = spec.argv()
+        try:
+            # Its own session: the scheduler's signals reach it once, forwarded from here. It gets
+            # SIGTERM if this process dies (outside a scheduler's cgroup nothing else would stop it).
+            children.append(subprocess.Popen(argv, env=child_env, start_new_session=True,
+                                             preexec_fn=_die_with_parent))
+        except OSError as err:
+            message = f"command cannot start {argv[0]!r}: {err.strerror or err} (fix command[0] or the PATH)"
+            run.set_state("failed", error=message, ended=now_iso())
+            _say(f"cluster-train: {message}", stderr=True)
+            raise CommandFailed(message) from None
+        child = children[0]
+        if received:  # a signal came before the program existed: it gets it now
+            child.send_signal(received[-1])
         try:
             status = child.wait()
         except BaseException:

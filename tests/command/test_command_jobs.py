@@ -86,10 +86,8 @@ IGNORES = ("import sys, time; print('working away', flush=True); "
 
 
 @pytest.fixture(scope="module")
-def ignoring_run(tmp_path_factory) -> tuple[Run, Path]:
+def ignoring_run(slurm_cluster, tmp_path_factory) -> tuple[Run, Path]:
     """Submitted first (it needs the whole minute of walltime), checked last."""
-    if not sh.CLUSTER_SH.exists():
-        pytest.skip("no Slurm test cluster")
     tmp = tmp_path_factory.mktemp("ignoring")
     spec = write_spec(tmp, "ignores", [sys.executable, "-c", IGNORES])
     proc = cluster_cmd("submit", str(spec), "--executor", "slurm", cwd=tmp, timeout=120)
@@ -207,3 +205,52 @@ def test_a_command_that_ignores_the_contract_gets_logs_state_and_a_diagnosis(ign
     err = cluster_cmd("logs", str(run.path), "--err", cwd=tmp, timeout=60).stdout
     assert "working away" in out and "no checkpoints here" in err
     assert "command stopped by SIGTERM without a checkpoint" in err
+
+
+def test_local_cancel_then_resume_finishes_exactly(tmp_path: Path) -> None:
+    # No walltime: only `cluster cancel` (TERM, forwarded to the program) stops this run.
+    command = [sys.executable, CONTRACT, "--steps", "{steps}", "--lr", "{lr}", "--step-sleep", "0.1"]
+    spec = write_spec(tmp_path, "contract-cancel", command, scheduler={"kind": "local"},
+                      resources={"time": None})
+    proc = cluster_cmd("submit", str(spec), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = last_run(tmp_path)
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the program's first metrics line")
+    cancelled = cluster_cmd("cancel", str(run.path), cwd=tmp_path, timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    wait_until(lambda: (run.path / "checkpoints" / "state.npz").exists(), 60, "the checkpoint written on TERM")
+    wait_until(lambda: status_row(run, tmp_path)["state"] == "cancelled", 60, "status to say cancelled")
+    assert not (run.path / "result.json").exists()
+    resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    check_same_result(run, tmp_path)
+    record = run.read()
+    assert [job["reason"] for job in record["jobs"]] == ["submit", "resume"] and record["state"] == "completed"
+    logs = cluster_cmd("logs", str(run.path), cwd=tmp_path).stdout
+    assert "attempt 2: starting at step" in logs and "attempt 2: starting at step 0\n" not in logs
+
+
+def test_local_vars_sweep_runs_every_task(tmp_path: Path) -> None:
+    command = [sys.executable, CONTRACT, "--steps", "20", "--lr", "{lr}"]
+    spec = write_spec(tmp_path, "localsweep", command, scheduler={"kind": "local"})
+    proc = cluster_cmd("submit", str(spec), "--sweep", "vars.lr=0.05,0.2", "--wait", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sweep_dir = next((tmp_path / "runs").glob("localsweep-sweep-*"))
+    tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    for task, lr in zip(tasks, (0.05, 0.2)):
+        assert json.loads((sweep_dir / task["run_dir"] / "result.json").read_text()) == reference(tmp_path, 20, lr)
+
+
+def test_a_failing_program_is_diagnosed_with_its_status_and_error(tmp_path: Path) -> None:
+    code = "print('about to fail', flush=True); raise ValueError('lr must be positive')"
+    spec = write_spec(tmp_path, "fails", [sys.executable, "-c", code], scheduler={"kind": "local"})
+    proc = cluster_cmd("submit", str(spec), "--wait", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = status_row(last_run(tmp_path), tmp_path)
+    assert row["state"] == "failed"
+    assert row["diagnosis"] == "command exited with status 1 (last Python error: ValueError: lr must be positive)"
+    assert "cluster logs" in row["action"]
+    spec = write_spec(tmp_path, "missing", ["no-such-program-here", "--x"], scheduler={"kind": "local"})
+    assert cluster_cmd("submit", str(spec), "--wait", cwd=tmp_path, timeout=120).returncode == 1
+    row = status_row(last_run(tmp_path), tmp_path)
+    assert row["diagnosis"].startswith("command cannot start 'no-such-program-here': No such file or directory")
