@@ -282,8 +282,22 @@ class EpochSampler:
     """
 
     def __init__(self, label: np.ndarray, weights: tuple[float, float], seed: int, batch_size: int) -> None:
-        self.weights = torch.as_tensor(np.where(label == 1, weights[1], weights[0]), dtype=torch.double)
-        self.num_samples = len(label)  # one epoch = as many draws as training samples
+        self._setup(np.where(label == 1, weights[1], weights[0]), len(label), seed, batch_size)
+
+    @classmethod
+    def per_sample(cls, weights: np.ndarray | None, num_samples: int, seed: int, batch_size: int) -> EpochSampler:
+        """A sampler from one weight per sample (drawn with replacement), or, with None, one
+        that draws a random permutation of the samples each epoch (each sample once)."""
+        sampler = cls.__new__(cls)
+        sampler._setup(weights, num_samples, seed, batch_size)
+        return sampler
+
+    def _setup(self, weights: np.ndarray | None, num_samples: int, seed: int, batch_size: int) -> None:
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.double)
+        if self.weights is not None and (self.weights.shape != (num_samples,) or not bool((self.weights >= 0).all())
+                                         or not float(self.weights.sum()) > 0):
+            raise ValueError(f"sample weights must be {num_samples} non-negative numbers, not all zero")
+        self.num_samples = num_samples  # one epoch = as many draws as training samples
         self.seed = seed
         self.batch_size = batch_size
 
@@ -298,6 +312,8 @@ class EpochSampler:
     def draw(self, generator: torch.Generator) -> torch.Tensor:
         """The epoch's sample indices (int64, on the CPU: the generator lives there so that
         the draw does not depend on the training device)."""
+        if self.weights is None:
+            return torch.randperm(self.num_samples, generator=generator)
         return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
 
     def batch(self, indices: torch.Tensor, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:

@@ -36,18 +36,19 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from train import checkpoint, runfiles
 from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
 from train.contract.config import TrainConfig
+from train.contract.task import options_to_dict, resolve_task
 from train.distributed import Comm, World, process_group, rank_seed
-from train.data import Arrays, EpochSampler, class_weights, load_data, stratified_split
-from train.metrics import balanced_accuracy, roc_auc
-from train.model import TwoInputConvNet, weights_sha256
+from train.data import EpochSampler
+from train.model import weights_sha256
+from train.optim import Precision, learning_rate, load_optimizer_state, make_optimizer
 from train.progress import Progress
+from train.tensorboard import Board
 
 
 
@@ -95,7 +96,8 @@ class LoopState:
     """Time spent writing checkpoints, on the writer thread, overlapping training."""
     wall_seconds: float = 0.0
     """Time spent in `run` (setup included) over all attempts, up to the last checkpoint."""
-    best_val_auc: float | None = None
+    best_value: float | None = None
+    """The best value so far of the task's `best_metric` (val_auc for the seed)."""
     best_epoch: int | None = None
     last_metrics: dict | None = None
     resumes: int = 0
@@ -207,38 +209,71 @@ def small_conv_kernels(device: torch.device) -> Iterator[None]:
         torch.backends.nnpack.set_flags(saved_nnpack)
 
 
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    # Fused Adam updates all parameters in one kernel instead of a Python loop over them;
-    # for this small model that is a large share of the step time, on CPU as on GPU.
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+class _Split:
+    """A training or validation split as the task gave it, cut into batches by index.
+
+    A tuple of tensors (inputs..., target) is stacked once on the training device: a batch
+    is then one indexing per tensor, with no per-sample Python, no collation and no
+    host-to-device copy. A Dataset is read item by item on the CPU and each batch
+    collated (`default_collate`) and moved.
+    """
+
+    def __init__(self, data: Any, device: torch.device, what: str) -> None:
+        self.device = device
+        if isinstance(data, (tuple, list)):
+            if len(data) < 2 or not all(isinstance(t, torch.Tensor) for t in data):
+                raise TypeError(f"the task's {what} split must be a tuple of tensors (inputs..., target) or a Dataset")
+            self.tensors: tuple[torch.Tensor, ...] | None = tuple(t.to(device) for t in data)
+            self.dataset = None
+            self.length = len(data[-1])
+        else:
+            self.tensors, self.dataset, self.length = None, data, len(data)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def indices(self, index: torch.Tensor) -> torch.Tensor:
+        """An epoch's index vector where `batch` reads it (on the device for tensors)."""
+        return index.to(self.device) if self.tensors is not None else index
+
+    def batch(self, index: torch.Tensor | slice) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(inputs, target) of the samples at `index` (a tensor of indices, or a slice)."""
+        if self.tensors is not None:
+            parts = tuple(t[index] for t in self.tensors)
+        else:
+            from torch.utils.data import default_collate
+
+            rows = range(self.length)[index] if isinstance(index, slice) else index.tolist()
+            parts = tuple(t.to(self.device) for t in default_collate([self.dataset[i] for i in rows]))
+        return parts[:-1], parts[-1]
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, vectors: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Validation loss, accuracy, balanced accuracy and ROC AUC (None if one class is absent)."""
+def evaluate(task: Any, model: nn.Module, val: _Split, precision: Precision) -> dict[str, Any]:
+    """val_loss (the task's mean loss) and the task's metrics over the validation split."""
     model.eval()
     chunk = 4096  # bounds memory for large validation sets
-    logits = torch.cat([model(images[i : i + chunk], vectors[i : i + chunk]) for i in range(0, len(labels), chunk)])
+    outputs, targets = [], []
+    for i in range(0, len(val), chunk):
+        inputs, target = val.batch(slice(i, i + chunk))
+        with precision.autocast():
+            outputs.append(model(*inputs))
+        targets.append(target)
     model.train()
-    loss = F.cross_entropy(logits, labels).item()
-    # The logit difference orders samples like the positive-class probability does, without
-    # the ties that a saturated float32 softmax would create.
-    score = (logits[:, 1] - logits[:, 0]).double().cpu().numpy()
-    predicted = logits.argmax(dim=1).cpu().numpy()
-    y = labels.cpu().numpy()
-    return {
-        "val_loss": loss,
-        "val_accuracy": float((predicted == y).mean()),
-        "val_balanced_accuracy": balanced_accuracy(y, predicted),
-        "val_auc": roc_auc(y, score),
-    }
+    output = torch.cat(outputs).float() if precision.name != "fp32" else torch.cat(outputs)
+    target = torch.cat(targets)
+    return {"val_loss": task.loss(output, target, "mean").item(), **task.metrics(output, target)}
 
 
-def _on_device(arrays: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(torch.from_numpy(a).to(device) for a in (arrays.image, arrays.vector, arrays.label))  # type: ignore[return-value]
+_SHORT_NAMES = {"val_accuracy": "val_acc", "val_balanced_accuracy": "val_bal_acc"}
+
+
+def _shown(key: str, value: Any) -> str:
+    """A metric for the progress line: `val_loss 0.1234`, `val_auc n/a`."""
+    name = _SHORT_NAMES.get(key, key)
+    if value is None:
+        return f"{name} n/a"
+    return f"{name} {value:.4f}" if key.endswith("loss") else f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}"
 
 
 def _warn(text: str) -> None:
@@ -252,20 +287,22 @@ class _Parts:
     device: torch.device
     comm: Comm
     threads: int
-    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    """The training split's images, vectors and labels, stacked on the device."""
-    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    """The validation split's, likewise."""
+    task: Any
+    """The task (see `train.tasks`): model, data, loss and metrics come from it."""
+    train: _Split
+    val: _Split
     sampler: EpochSampler
     model: nn.Module
     """The plain model: validation, checkpoints and the fingerprint use it."""
     net: nn.Module
     """What the steps call: the model, or with several ranks DDP's wrapper of it."""
     optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
+    precision: Precision
     identity: dict
     """What the checkpoints' meaning depends on (see `Trainer._identity`)."""
     progress: Progress
+    board: Board | None = None
+    """TensorBoard's writer (rank 0, with train.tensorboard), opened once the resume point is known."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -273,11 +310,11 @@ class _Parts:
 
     @property
     def train_samples(self) -> int:
-        return len(self.train[2])
+        return len(self.train)
 
     @property
     def val_samples(self) -> int:
-        return len(self.val[2])
+        return len(self.val)
 
 
 @dataclass
@@ -490,40 +527,38 @@ class Trainer:
                 self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
         threads = configure_threads(world.local_size, cfg.threads)
-        arrays = load_data(cfg.data, cfg.seed)
-        train_index, val_index = stratified_split(arrays.label, cfg.data.val_fraction, cfg.seed)
-        train_set, val_set = arrays.subset(train_index), arrays.subset(val_index)
-        # Each split is stacked once on the training device: a batch is then one indexing
-        # per input, with no per-sample Python, no collation and no host-to-device copy.
-        train_tensors, val_tensors = _on_device(train_set, device), _on_device(val_set, device)
-        sampler = EpochSampler(train_set.label, class_weights(cfg.sampler, train_set.label), cfg.seed, cfg.batch_size)
+        task = resolve_task(cfg.task)(cfg.options, cfg)
+        torch.manual_seed(cfg.seed)  # for data a task draws with torch (the seed's uses numpy)
+        train_data, val_data = task.data()
+        train, val = _Split(train_data, device, "training"), _Split(val_data, device, "validation")
+        weights = task.sample_weights(train_data)
+        sampler = EpochSampler.per_sample(None if weights is None else np.asarray(weights, dtype=np.float64),
+                                          len(train), cfg.seed, cfg.batch_size)
 
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
-        model = TwoInputConvNet(arrays.image_shape, arrays.vector_features).to(device)
+        model = task.model().to(device)
         if world.size > 1:
             # Same initial weights on every rank, but each draws its own dropout masks.
             torch.manual_seed(rank_seed(cfg.seed, world.rank))
-        optimizer = make_optimizer(model, cfg.lr)
+        optimizer = make_optimizer(model, cfg)
         progress = Progress(self.run_dir, cfg.epochs, sampler.steps_per_epoch, self.stream, primary=world.primary)
         return _Parts(
-            device=device, comm=comm, threads=threads, train=train_tensors, val=val_tensors, sampler=sampler,
-            model=model, net=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
-            identity=self._identity(arrays), progress=progress,
+            device=device, comm=comm, threads=threads, task=task, train=train, val=val, sampler=sampler,
+            model=model, net=model, optimizer=optimizer, precision=Precision(cfg.precision, device),
+            identity=self._identity(task), progress=progress,
         )
 
-    def _identity(self, arrays: Arrays) -> dict:
-        """What a checkpoint's meaning depends on; resuming with any of it changed is refused."""
+    def _identity(self, task: Any) -> dict:
+        """What a checkpoint's meaning depends on; resuming with any of it changed is refused.
+
+        The seed task's own (its settings, model shape, data hash: the same as before tasks
+        existed, so older checkpoints still resume); other tasks' add the task and options.
+        """
         cfg = self.config
-        return {
-            "train": {
-                "seed": cfg.seed,
-                "batch_size": cfg.batch_size,
-                "data": {k: v for k, v in cfg.data.to_dict().items() if k not in ("path", "keys")},
-                "sampler": cfg.sampler.to_dict(),
-            },
-            "model": {"image_shape": list(arrays.image_shape), "vector_features": arrays.vector_features},
-            "data contents (sha256)": arrays.sha256(),
-        }
+        if cfg.is_default_task:
+            return task.identity()
+        return {"train": {"seed": cfg.seed, "batch_size": cfg.batch_size, "task": cfg.task,
+                          "options": options_to_dict(cfg.options)}, **task.identity()}
 
     # --- resume or start -------------------------------------------------------------------
 
@@ -539,11 +574,13 @@ class Trainer:
             pause_at("resume")
             checkpoint.check_compatible(state["identity"], parts.identity, info["path"])
             parts.model.load_state_dict(state["model"])
-            parts.optimizer.load_state_dict(state["optimizer"])
-            for group in parts.optimizer.param_groups:
-                group["lr"] = cfg.lr  # the config may change lr between attempts
+            load_optimizer_state(parts.optimizer, state["optimizer"])
+            parts.precision.load_state_dict(state.get("scaler"))
             resume_sampler_state = state["sampler_state"]
-            loop = LoopState(**state["loop"])
+            saved_loop = dict(state["loop"])
+            if "best_val_auc" in saved_loop:  # written before tasks chose their best metric
+                saved_loop["best_value"] = saved_loop.pop("best_val_auc")
+            loop = LoopState(**saved_loop)
             self._restore_rng(state["rng"], parts.device, loop.global_step)
             loop.resumes += 1
             if loop.epoch > cfg.epochs or (loop.epoch == cfg.epochs and loop.step_in_epoch > 0):
@@ -557,6 +594,8 @@ class Trainer:
                 # The best epoch's own checkpoint: a kill may have come between its write and
                 # the link of best.pt to it.
                 runfiles.link_atomic(loaded[1]["path"], self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST_CHECKPOINT)
+        if world.primary and cfg.tensorboard:
+            parts.board = Board(self.run_dir, loop.global_step if loaded is not None else None)
         ranks = f", rank {world.rank} of {world.size}" if world.size > 1 else ""
         say(f"training on {parts.device} ({parts.threads} threads{ranks}): {parts.train_samples} train / "
             f"{parts.val_samples} validation samples, {parts.steps_per_epoch} steps per epoch, "
@@ -612,7 +651,7 @@ class Trainer:
             generator.set_state(attempt.resume_sampler_state)
             attempt.resume_sampler_state = None
         attempt.sampler_state = generator.get_state()  # as of the epoch start: saved in checkpoints
-        indices = parts.sampler.draw(generator).to(parts.device)
+        indices = parts.train.indices(parts.sampler.draw(generator))
         attempt.epoch_started = time.perf_counter() - attempt.loop.epoch_seconds
         parts.progress.start_epoch()
         parts.model.train()
@@ -662,6 +701,8 @@ class Trainer:
         if attempt.last_saved_step != loop.global_step:
             self._save(parts, attempt, "stop", attempt.sampler_state)
         attempt.writer.wait()  # the checkpoint must be complete before we report it
+        if parts.board is not None:
+            parts.board.close()
         parts.progress.message(
             f"stopping ({self._stop_reason}) at epoch {epoch + 1}, step {step}/{parts.steps_per_epoch}, "
             f"global step {loop.global_step}: checkpoint {Path(attempt.last_saved_path).name}; run again to resume"
@@ -672,27 +713,32 @@ class Trainer:
 
     def _train_step(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int, indices: torch.Tensor) -> None:
         """One optimizer step on batch `step` of the epoch's draw (this rank's share of it)."""
-        world, loop, sampler = self.world, attempt.loop, parts.sampler
-        images, vectors, labels = parts.train
-        batch = sampler.batch(indices, step, world.rank, world.size)
-        batch_samples = min(self.config.batch_size, sampler.num_samples - step * self.config.batch_size)
-        logits = parts.net(images[batch], vectors[batch])
-        if world.size == 1:
-            loss = scaled = parts.loss_fn(logits, labels[batch])
-        else:
-            # This rank's share of the batch's mean loss. DDP averages the gradients over
-            # the ranks, so scaled by their number they add up to the gradient of the whole
-            # batch's mean loss, even where the shares differ in size.
-            loss = F.cross_entropy(logits, labels[batch], reduction="sum") / batch_samples
-            scaled = loss * world.size
+        cfg, world, loop, sampler = self.config, self.world, attempt.loop, parts.sampler
+        inputs, target = parts.train.batch(sampler.batch(indices, step, world.rank, world.size))
+        batch_samples = min(cfg.batch_size, sampler.num_samples - step * cfg.batch_size)
+        lr = learning_rate(cfg.lr_schedule, cfg.learning_rate, loop.global_step, cfg.epochs * parts.steps_per_epoch)
+        for group in parts.optimizer.param_groups:
+            group["lr"] = lr  # a function of the step: nothing to checkpoint
+        with parts.precision.autocast():
+            output = parts.net(*inputs)
+            if world.size == 1:
+                loss = scaled = parts.task.loss(output, target, "mean")
+            else:
+                # This rank's share of the batch's mean loss. DDP averages the gradients over
+                # the ranks, so scaled by their number they add up to the gradient of the whole
+                # batch's mean loss, even where the shares differ in size.
+                loss = parts.task.loss(output, target, "sum") / batch_samples
+                scaled = loss * world.size
         parts.optimizer.zero_grad(set_to_none=True)
-        scaled.backward()
-        parts.optimizer.step()
+        parts.precision.backward_and_step(scaled, parts.optimizer, parts.model, cfg.grad_clip)
 
         loop.step_in_epoch = step + 1
         loop.global_step += 1
         loop.samples += batch_samples
         attempt.epoch_loss_sum += loss.detach()
+        if parts.board is not None:  # rank 0's loss (with several ranks, its share of the batch's)
+            parts.board.scalar("train/loss", float(loss.detach()) * world.size, loop.global_step)
+            parts.board.scalar("train/lr", lr, loop.global_step)
         # With several ranks, rank 0's share scaled up: an estimate.
         parts.progress.step(epoch, step + 1, loop.global_step, batch_samples, attempt.running_loss)
 
@@ -703,7 +749,7 @@ class Trainer:
         # Every rank validates the same weights: the metrics, and so the loop state, stay
         # the same on all, and none waits for rank 0 in a collective meanwhile.
         validation_started = time.perf_counter()
-        metrics = evaluate(parts.model, *parts.val)
+        metrics = evaluate(parts.task, parts.model, parts.val, parts.precision)
         loop.validation_seconds += time.perf_counter() - validation_started
         record = {
             "epoch": epoch + 1,
@@ -717,15 +763,18 @@ class Trainer:
         if self.world.primary:
             runfiles.append_metrics(self.run_dir, record)
             pause_at("metrics")
-        auc = metrics["val_auc"]
-        parts.progress.message(
-            f"epoch {epoch + 1}/{self.config.epochs} train_loss {record['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
-            f"val_acc {metrics['val_accuracy']:.3f} val_bal_acc {metrics['val_balanced_accuracy']:.3f} "
-            f"val_auc {'n/a' if auc is None else f'{auc:.3f}'} ({record['epoch_seconds']:.1f}s)"
-        )
-        improved = auc is not None and (loop.best_val_auc is None or auc > loop.best_val_auc)
+        if parts.board is not None:
+            for key in ("train_loss", *metrics, "epoch_seconds"):
+                parts.board.scalar(f"epoch/{key}", record[key], loop.global_step)
+        parts.progress.message(f"epoch {epoch + 1}/{self.config.epochs} train_loss {record['train_loss']:.4f} "
+                               + " ".join(_shown(k, v) for k, v in metrics.items())
+                               + f" ({record['epoch_seconds']:.1f}s)")
+        task = parts.task
+        value = metrics.get(task.best_metric)
+        improved = value is not None and (loop.best_value is None or (
+            value > loop.best_value if task.best_mode == "max" else value < loop.best_value))
         if improved:
-            loop.best_val_auc, loop.best_epoch = auc, epoch + 1
+            loop.best_value, loop.best_epoch = value, epoch + 1
         loop.last_metrics = record
         loop.epoch, loop.step_in_epoch, loop.epoch_seconds = epoch + 1, 0, 0.0
         attempt.epoch_loss_sum.zero_()
@@ -749,6 +798,8 @@ class Trainer:
             attempt.saved(str(self.run_dir / runfiles.CHECKPOINT_DIR / runfiles.checkpoint_name(loop.global_step)))
             return
         writer.wait()  # so that the counters below include the previous write
+        if parts.board is not None:
+            parts.board.flush()  # every step up to this checkpoint's on disk: a resume redoes only later ones
         now = time.perf_counter()
         loop.checkpoint_write_seconds = attempt.write_seconds_before + writer.write_seconds
         loop.epoch_loss_sum = epoch_loss
@@ -757,6 +808,7 @@ class Trainer:
         state = {
             "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(),
+            "scaler": parts.precision.state_dict(),
             "rng": rng,
             "sampler_state": sampler_state,
             "loop": dataclasses.asdict(loop),
@@ -795,6 +847,8 @@ class Trainer:
         if attempt.last_saved_path is not None and self.world.primary:
             runfiles.link_atomic(attempt.last_saved_path, ckpt_dir / runfiles.FINAL_CHECKPOINT)
         summary = self._summary(parts, attempt)
+        if parts.board is not None:
+            parts.board.close()
         if self.world.size > 1:
             # Each rank's own fingerprint, to show that DDP kept the ranks' weights equal.
             runfiles.write_rank_sha256(self.run_dir, self.world.rank, summary["weights_sha256"])
@@ -802,8 +856,9 @@ class Trainer:
             runfiles.write_json_atomic(self.run_dir / runfiles.SUMMARY_FILE, summary)
             pause_at("summary-written")
         loop = attempt.loop
-        parts.progress.message(f"done: {loop.epoch} epochs, {loop.global_step} steps, val_auc "
-                               f"{summary['val_auc']}, weights {summary['weights_sha256'][:16]}")
+        best = parts.task.best_metric
+        parts.progress.message(f"done: {loop.epoch} epochs, {loop.global_step} steps, {best} "
+                               f"{summary.get(best)}, weights {summary['weights_sha256'][:16]}")
         return RunResult("completed", summary=summary, checkpoint=str(ckpt_dir / runfiles.FINAL_CHECKPOINT))
 
     def _summary(self, parts: _Parts, attempt: _Attempt) -> dict:
@@ -818,9 +873,9 @@ class Trainer:
             "steps": loop.global_step,
             "steps_per_epoch": parts.steps_per_epoch,
             "samples": loop.samples,
-            **{k: final.get(k) for k in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc")},
+            **{k: v for k, v in final.items() if k == "train_loss" or k.startswith("val_")},
             "best_epoch": loop.best_epoch,
-            "best_val_auc": loop.best_val_auc,
+            f"best_{parts.task.best_metric}": loop.best_value,
             "wall_seconds": attempt.wall_seconds_before + (now - attempt.run_started),
             "train_seconds": train_seconds,
             "samples_per_second": loop.samples / train_seconds if train_seconds > 0 else None,
@@ -829,6 +884,8 @@ class Trainer:
             "checkpoint_write_seconds": attempt.write_seconds_before + attempt.writer.write_seconds,
             "resumes": loop.resumes,
             "world_size": self.world.size,
+            "task": self.config.task,
+            "precision": self.config.precision,
             "weights_sha256": weights_sha256(parts.model),
             "weights_sha256_order": "state_dict entries sorted by name: name NUL dtype shape NUL raw little-endian bytes",
             "device": str(parts.device),

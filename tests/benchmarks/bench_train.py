@@ -24,6 +24,12 @@ only; no target).
 
     .venv/bin/python tests/benchmarks/bench_train.py [--runs 5] [--epochs 5] [--threads 1] [--threads-only]
 
+Then the second shipped task (train.tasks.signal_cnn, a torch Dataset read item by item)
+beside a plain hand-written loop over the same Dataset (DataLoader with shuffling, the
+same model and AdamW settings): shown only, no target (both collate per sample).
+
+    .venv/bin/python tests/benchmarks/bench_train.py --second-task-only [--runs 3]
+
 Targets: samples/s ours / tutorial >= 1.3 (best runs); loop held up by checkpoints <= 3%.
 Exits 1 when a target is missed, so that run_all.sh shows it.
 """
@@ -153,6 +159,45 @@ def thread_comparison(runs: int, epochs: int) -> None:
               f"{cell(results[threads, True]):>27}")
 
 
+SIGNAL_TASK = {"task": "train.tasks.signal_cnn:SignalCNN", "options": {"samples": 4000, "length": 64},
+               "device": "cpu", "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01}}
+
+
+def hand_written_signal_loop(config: TrainConfig) -> float:
+    """A plain loop for the second task: DataLoader(shuffle) over its Dataset, AdamW."""
+    from train.tasks.signal_cnn import SignalCNN
+
+    task = SignalCNN(config.options, config)
+    train, _ = task.data()
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True)
+    torch.manual_seed(config.seed)
+    model = task.model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.01)
+    samples, start = 0, time.perf_counter()
+    for _ in range(config.epochs):
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            samples += len(y)
+    return samples / (time.perf_counter() - start)
+
+
+def signal_task_comparison(runs: int, epochs: int) -> None:
+    """Print the second task's training throughput, ours beside the hand-written loop."""
+    config = TrainConfig.from_dict({**SIGNAL_TASK, "epochs": epochs})
+    hand, mine = [], []
+    for _ in range(runs):
+        hand.append(hand_written_signal_loop(config))
+        mine.append(steps_per_second(ours(config)))
+    print(f"second task (signal_cnn, a Dataset of 3200 training signals), samples/s, best / median of {runs} runs "
+          f"of {epochs * 100} steps:")
+    print(f"  hand-written loop (DataLoader, shuffle, AdamW)   {max(hand):7.0f} / {statistics.median(hand):7.0f}")
+    print(f"  train.Trainer (checkpoints included)              {max(mine):7.0f} / {statistics.median(mine):7.0f}")
+    print(f"  ratio ours / hand-written: {max(mine) / max(hand):.2f}x best-to-best (shown only)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each variant (default 5)")
@@ -161,6 +206,8 @@ def main() -> int:
         "--threads", type=int, default=1,
         help="torch threads for both loops (default 1; 0: torch's own choice for the tutorial, the trainer's for ours)",
     )
+    parser.add_argument("--second-task-only", action="store_true",
+                        help="only compare the second shipped task with a hand-written loop")
     parser.add_argument("--threads-only", action="store_true",
                         help="only compare 1 and 2 threads, alone and beside a competing process")
     args = parser.parse_args()
@@ -171,6 +218,9 @@ def main() -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the trainer keeps an explicit choice
         torch.set_num_threads(args.threads)
 
+    if args.second_task_only:
+        signal_task_comparison(args.runs, args.epochs)
+        return 0
     if args.threads_only:
         ours(TrainConfig(device="cpu", epochs=1))  # warm-up
         thread_comparison(args.runs, args.epochs)
@@ -231,6 +281,7 @@ def main() -> int:
         f"  CPU time of the process (training + writer thread), with vs without: {100 * cpu_overhead:+.1f}%\n"
         f"  writing on the writer thread, overlapped with training: {100 * writes:.1f}% of the loop's time"
     )
+    signal_task_comparison(args.runs, args.epochs)
     thread_comparison(args.runs, args.epochs)
     ok = ratio >= SPEEDUP_TARGET and held_up <= CHECKPOINT_TARGET
     if not ok:

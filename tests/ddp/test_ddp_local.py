@@ -113,3 +113,25 @@ def test_the_local_executor_starts_both_ranks(tmp_path: Path) -> None:
     assert summary["world_size"] == 2
     ranks = [(run / "ranks" / f"rank-{r}.sha256").read_text().strip() for r in (0, 1)]
     assert ranks == [summary["weights_sha256"]] * 2
+
+
+def test_a_dataset_task_on_two_ranks_stopped_and_resumed_equals_an_uninterrupted_two_rank_run(tmp_path: Path) -> None:
+    """The second shipped task (a torch Dataset, not tensors), with AdamW, a cosine schedule
+    and clipping: each rank collates its own share of every batch."""
+    sets = ["train.epochs=2", "train.options.samples=500", "train.options.length=32"]  # 13 steps per epoch
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "check", str(REPO / "jobs/signal_cnn.yaml"),
+                          *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, check=True, cwd=REPO)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(out.stdout)
+    train_two_ranks(spec, tmp_path / "reference")
+    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
+
+    run = tmp_path / "interrupted"
+    assert "RESULT stopped" in train_two_ranks(spec, run, stop_at={0: 9})[0]  # mid-epoch 1
+    assert "RESULT stopped" in train_two_ranks(spec, run, stop_at={1: 13})[1]  # at the epoch boundary
+    train_two_ranks(spec, run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["weights_sha256"] == expected["weights_sha256"] and summary["resumes"] == 2
+    assert summary["world_size"] == 2 and summary["task"] == "train.tasks.signal_cnn:SignalCNN"
+    ranks = [(run / "ranks" / f"rank-{r}.sha256").read_text().strip() for r in (0, 1)]
+    assert ranks == [summary["weights_sha256"]] * 2

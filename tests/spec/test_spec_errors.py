@@ -71,7 +71,8 @@ CASES = [
          "job.yaml: environment.module: unknown key (valid: modules, tmpdir, setup, env, python)"),
     case("unknown-output-key", job("output: {dir: runs}\n"), "job.yaml: output.dir: unknown key (valid: runs_dir)"),
     case("unknown-train-key", job("train: {epoch: 3}\n"),
-         "job.yaml: train.epoch: unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint)"),
+         "job.yaml: train.epoch: unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint, "
+         "task, options, optimizer, lr_schedule, grad_clip, precision, tensorboard)"),
     case("unknown-key-with-newline", job('"a\\nb": 1\n'),
          f"job.yaml: a\\nb: unknown key (valid: {TOP_KEYS})"),
     case("missing-name", "resources: {nodes: 1}\n",

@@ -104,7 +104,8 @@ def test_errors_name_the_key_and_what_is_allowed(d: dict, key: str, message: str
 def test_unknown_keys_list_the_valid_ones() -> None:
     err = error({"epoch": 3})
     assert err.key == "train.epoch"
-    assert err.message == "unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint)"
+    assert err.message == ("unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint, task, options, "
+                           "optimizer, lr_schedule, grad_clip, precision, tensorboard)")
     err = error({"data": {"smaples": 3}})
     assert err.key == "train.data.smaples" and "samples" in err.message and "vector_features" in err.message
     err = error({"sampler": {"weight": 3}})

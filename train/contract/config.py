@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from train.contract import SpecError
+from train.contract.task import DEFAULT_TASK, build_options, options_to_dict, resolve_task
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 DATA_SOURCES = ("synthetic", "npz")
@@ -445,6 +446,136 @@ class CheckpointConfig:
         return dataclasses.asdict(self)
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer. The default is the seed's: Adam, lr = train.lr (0.001)."""
+
+    name: str = "adam"
+    """`adam`, `adamw` (decoupled weight decay) or `sgd`."""
+
+    lr: float | None = None
+    """Learning rate; null takes `train.lr` (kept for specs written before this section)."""
+
+    weight_decay: float = 0.0
+    """L2 penalty (adam, sgd) or decoupled weight decay (adamw; 0 unless given here)."""
+
+    momentum: float = 0.0
+    """sgd only: momentum factor."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    """adam and adamw only: the running averages' coefficients."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.optimizer")
+
+    def validate(self, prefix: str) -> None:
+        if self.name not in OPTIMIZERS:
+            raise SpecError(f"{prefix}.name", f"must be one of {', '.join(OPTIMIZERS)} (got {_describe(self.name)})")
+        if self.lr is not None:
+            _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
+        _check_number(f"{prefix}.weight_decay", self.weight_decay, positive=False, what="a non-negative number")
+        _check_number(f"{prefix}.momentum", self.momentum, positive=False, what="a number in [0, 1)")
+        if not self.momentum < 1:
+            raise SpecError(f"{prefix}.momentum", f"must be a number in [0, 1) (got {self.momentum})")
+        betas = self.betas
+        if (not isinstance(betas, tuple) or len(betas) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in betas)):
+            raise SpecError(f"{prefix}.betas", f"must be [beta1, beta2], each in [0, 1) (got {_describe(betas)})")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.optimizer") -> OptimizerConfig:
+        d = dict(_mapping(prefix, d))
+        _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
+        name = d.get("name", "adam")
+        if "momentum" in d and name != "sgd":
+            raise SpecError(f"{prefix}.momentum", f"is only used with name: sgd (name is {_describe(name)})")
+        if "betas" in d and name == "sgd":
+            raise SpecError(f"{prefix}.betas", "is only used with name: adam or adamw (name is 'sgd')")
+        for key in ("lr", "weight_decay", "momentum"):
+            if key in d and d[key] is not None:
+                d[key] = _as_float(d[key])
+        if isinstance(d.get("betas"), list):
+            d["betas"] = tuple(_as_float(b) for b in d["betas"])
+        return _build(cls, d, prefix, "train.optimizer")
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        if self.lr is not None:
+            out["lr"] = self.lr
+        out["weight_decay"] = self.weight_decay
+        if self.name == "sgd":
+            out["momentum"] = self.momentum
+        else:
+            out["betas"] = list(self.betas)
+        return out
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning rate as a function of the optimizer step (`train.optim.learning_rate`).
+
+    A pure function of the global step, so resuming needs no scheduler state: the step in
+    the checkpoint gives the rate. Linear warmup from 0 over `warmup_steps`, then:
+    `constant`; `cosine` down to `min_factor` x lr at the last step of `train.epochs`
+    (raising epochs on resume stretches the rest of the curve); `step`: x `gamma` every
+    `step_size` steps after the warmup.
+    """
+
+    kind: str = "constant"
+    """`constant`, `cosine` or `step`."""
+
+    warmup_steps: int = 0
+    """Steps of linear warmup (0 = none)."""
+
+    min_factor: float = 0.0
+    """cosine only: the final rate as a fraction of lr."""
+
+    step_size: int = 1000
+    """step only: steps between two decays."""
+
+    gamma: float = 0.1
+    """step only: the factor of each decay."""
+
+    def __post_init__(self) -> None:
+        self.validate("train.lr_schedule")
+
+    def validate(self, prefix: str) -> None:
+        if self.kind not in SCHEDULES:
+            raise SpecError(f"{prefix}.kind", f"must be one of {', '.join(SCHEDULES)} (got {_describe(self.kind)})")
+        _check_int(f"{prefix}.warmup_steps", self.warmup_steps, minimum=0, what="a non-negative integer")
+        _check_int(f"{prefix}.step_size", self.step_size, minimum=1, what="a positive integer")
+        _check_number(f"{prefix}.min_factor", self.min_factor, positive=False, what="a number in [0, 1]")
+        if not self.min_factor <= 1:
+            raise SpecError(f"{prefix}.min_factor", f"must be a number in [0, 1] (got {self.min_factor})")
+        _check_number(f"{prefix}.gamma", self.gamma, positive=True, what="a positive number")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "train.lr_schedule") -> ScheduleConfig:
+        d = dict(_mapping(prefix, d))
+        _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
+        kind = d.get("kind", "constant")
+        for key, only in (("min_factor", "cosine"), ("step_size", "step"), ("gamma", "step")):
+            if key in d and kind != only:
+                raise SpecError(f"{prefix}.{key}", f"is only used with kind: {only} (kind is {_describe(kind)})")
+        for key in ("min_factor", "gamma"):
+            if key in d:
+                d[key] = _as_float(d[key])
+        return _build(cls, d, prefix, "train.lr_schedule")
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"kind": self.kind, "warmup_steps": self.warmup_steps}
+        if self.kind == "cosine":
+            out["min_factor"] = self.min_factor
+        if self.kind == "step":
+            out.update(step_size=self.step_size, gamma=self.gamma)
+        return out
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `python -m train` needs: the `train:` section of a job spec."""
@@ -461,7 +592,7 @@ class TrainConfig:
     """Samples per optimizer step (the last step of an epoch may take fewer)."""
 
     lr: float = 0.001
-    """Adam learning rate."""
+    """Learning rate (the optimizer's, unless `optimizer.lr` gives one)."""
 
     device: str = "auto"
     """`auto` (the first GPU when CUDA is available, else the CPU), `cpu`, `cuda` (=
@@ -484,6 +615,32 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoint schedule and rotation: see CheckpointConfig."""
 
+    task: str = DEFAULT_TASK
+    """The training task, "package.module:ClassName" (see `train.tasks`): what model is
+    trained on what data with what loss. The default is the seed's two-input ConvNet,
+    whose settings are `data` and `sampler`; other tasks take theirs under `options`."""
+
+    options: Any = None
+    """The task's options: an instance of the task's `Options` dataclass (null: its
+    defaults), validated at `cluster check` like every other key."""
+
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Optimizer and its hyperparameters: see OptimizerConfig."""
+
+    lr_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Learning-rate schedule over the optimizer steps: see ScheduleConfig."""
+
+    grad_clip: float | None = None
+    """Clip the gradients' global L2 norm to this before each step; null = no clipping."""
+
+    precision: str = "fp32"
+    """`fp32`, `bf16` (autocast to bfloat16, also on the CPU) or `fp16` (autocast to
+    float16 with a loss scaler whose state is checkpointed). Checkpoints stay float32."""
+
+    tensorboard: bool = False
+    """Write TensorBoard event files under the run directory's `tensorboard/` (needs the
+    `tensorboard` extra): each step once, across requeues and resumes."""
+
     def __post_init__(self) -> None:
         self.validate("train")
 
@@ -498,9 +655,31 @@ class TrainConfig:
             raise SpecError(f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N (got {_describe(self.device)})")
         if self.threads is not None:
             _check_int(f"{prefix}.threads", self.threads, minimum=1, what="a positive integer, or null to choose automatically")
-        for name, cls in (("data", DataConfig), ("sampler", SamplerConfig), ("checkpoint", CheckpointConfig)):
+        for name, cls in (("data", DataConfig), ("sampler", SamplerConfig), ("checkpoint", CheckpointConfig),
+                          ("optimizer", OptimizerConfig), ("lr_schedule", ScheduleConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise SpecError(f"{prefix}.{name}", f"must be a {cls.__name__}")
+        if self.grad_clip is not None:
+            _check_number(f"{prefix}.grad_clip", self.grad_clip, positive=True, what="a positive number, or null for none")
+        if self.precision not in PRECISIONS:
+            raise SpecError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)} (got {_describe(self.precision)})")
+        if not isinstance(self.tensorboard, bool):
+            raise SpecError(f"{prefix}.tensorboard", f"must be true or false (got {_describe(self.tensorboard)})")
+        task = resolve_task(self.task, f"{prefix}.task")
+        declared = getattr(task, "Options", None)
+        if self.options is None and declared is not None:
+            object.__setattr__(self, "options", declared())  # frozen: the defaults, once
+        elif self.options is not None and (declared is None or not isinstance(self.options, declared)):
+            raise SpecError(f"{prefix}.options", f"must be a {task.__name__}.Options (got {type(self.options).__name__})")
+
+    @property
+    def learning_rate(self) -> float:
+        """The base learning rate: `optimizer.lr` if given, else `lr`."""
+        return self.optimizer.lr if self.optimizer.lr is not None else self.lr
+
+    @property
+    def is_default_task(self) -> bool:
+        return self.task == DEFAULT_TASK
 
     @classmethod
     def from_dict(cls, d: Mapping | None, prefix: str = "train") -> TrainConfig:
@@ -513,6 +692,24 @@ class TrainConfig:
         _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
         if "lr" in d:
             d["lr"] = _as_float(d["lr"])
+        task = resolve_task(d.get("task", DEFAULT_TASK), f"{prefix}.task")
+        if d.get("task", DEFAULT_TASK) != DEFAULT_TASK:
+            for name in ("data", "sampler"):
+                if name in d:
+                    raise SpecError(f"{prefix}.{name}", f"is only used by the seed task (train.task is "
+                                    f"{_describe(d['task'])}): give this task's settings under {prefix}.options")
+        d["options"] = build_options(task, d.get("options"), f"{prefix}.options")
+        if "optimizer" in d:
+            d["optimizer"] = OptimizerConfig.from_dict(d["optimizer"], f"{prefix}.optimizer")
+            given = d["optimizer"].lr
+            if given is not None and "lr" in d and d["lr"] != given:
+                raise SpecError(f"{prefix}.optimizer.lr", f"is {given} but {prefix}.lr is {d['lr']}: give the rate once")
+            if given is not None:
+                d["lr"] = given  # one rate: resolved specs print it in both places
+        if "lr_schedule" in d:
+            d["lr_schedule"] = ScheduleConfig.from_dict(d["lr_schedule"], f"{prefix}.lr_schedule")
+        if "grad_clip" in d and d["grad_clip"] is not None:
+            d["grad_clip"] = _as_float(d["grad_clip"])
         if "data" in d:
             d["data"] = DataConfig.from_dict(d["data"], f"{prefix}.data")
         if "sampler" in d:
@@ -527,10 +724,25 @@ class TrainConfig:
             "seed": self.seed,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
-            "lr": self.lr,
+            "lr": self.learning_rate,
             "device": self.device,
         }
         if self.threads is not None:  # automatic is the default: resolved specs stay as they were
             out["threads"] = self.threads
-        return {**out, "data": self.data.to_dict(), "sampler": self.sampler.to_dict(),
-                "checkpoint": self.checkpoint.to_dict()}
+        # The newer keys appear only when set, for the same reason.
+        if not self.is_default_task:
+            out["task"] = self.task
+        if self.options is not None:
+            out["options"] = options_to_dict(self.options)
+        for name, default in (("optimizer", OptimizerConfig()), ("lr_schedule", ScheduleConfig())):
+            if getattr(self, name) != default:
+                out[name] = getattr(self, name).to_dict()
+        if self.grad_clip is not None:
+            out["grad_clip"] = self.grad_clip
+        if self.precision != "fp32":
+            out["precision"] = self.precision
+        if self.tensorboard:
+            out["tensorboard"] = True
+        if self.is_default_task:
+            out.update(data=self.data.to_dict(), sampler=self.sampler.to_dict())
+        return {**out, "checkpoint": self.checkpoint.to_dict()}

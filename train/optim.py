@@ -1,0 +1,118 @@
+"""The optimizer, the learning-rate schedule and mixed precision, as `train:` configures them.
+
+Each is part of exact resume: the optimizer's state and the fp16 loss scaler's state are
+checkpointed, and the schedule is a pure function of the global step (no state to save).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from train.contract.config import ScheduleConfig, TrainConfig
+
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable")
+"""How an optimizer runs, not what it computes: chosen by the process that builds it (the
+device and torch version decide), never taken from a checkpoint."""
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's parameters.
+
+    Fused kernels update all parameters in one go instead of a Python loop over them;
+    for a small model that is a large share of the step time, on CPU as on GPU. Where the
+    device or torch lacks them, the multi-tensor (foreach) path is the fallback.
+    """
+    opt = config.optimizer
+    lr = config.learning_rate
+    if opt.name == "sgd":
+        cls, kwargs = torch.optim.SGD, {"momentum": opt.momentum, "weight_decay": opt.weight_decay}
+    else:  # weight_decay is explicit: AdamW's own default (0.01) never applies unasked
+        cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
+        kwargs = {"betas": opt.betas, "weight_decay": opt.weight_decay}
+    try:
+        return cls(model.parameters(), lr=lr, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return cls(model.parameters(), lr=lr, foreach=True, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)`, keeping this run's implementation flags.
+
+    load_state_dict copies every param_group key from the checkpoint, `fused`, `foreach`
+    and `capturable` included: a GPU run's checkpoint resumed on the CPU would ask for the
+    fused CPU kernel (which older torch lacks), and a CPU one resumed on a GPU would
+    silently drop `fused`. The values this process constructed are put back.
+    """
+    constructed = [{k: g[k] for k in IMPLEMENTATION_FLAGS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, constructed):
+        for key in IMPLEMENTATION_FLAGS:
+            if key in flags:
+                group[key] = flags[key]
+            else:
+                group.pop(key, None)
+
+
+def learning_rate(schedule: ScheduleConfig, base: float, step: int, total_steps: int) -> float:
+    """The rate for optimizer step `step` (0-based) of `total_steps`: see ScheduleConfig."""
+    warmup = schedule.warmup_steps
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule.kind == "constant":
+        return base
+    after = step - warmup
+    if schedule.kind == "step":
+        return base * schedule.gamma ** (after // schedule.step_size)
+    span = max(1, total_steps - warmup - 1)
+    progress = min(1.0, after / span)
+    return base * (schedule.min_factor + (1 - schedule.min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Precision:
+    """Autocast for the forward pass and the loss, and for fp16 a loss scaler.
+
+    bf16 has float32's range, so it needs no scaling; fp16 does (small gradients would
+    flush to zero): the scaler's state (scale, growth tracker) goes into checkpoints so a
+    resumed run scales exactly as an uninterrupted one. The weights, the optimizer state
+    and the checkpoints stay float32.
+    """
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name = name
+        self.device = device
+        self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+
+    def autocast(self) -> Any:
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.DTYPES[self.name])
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: nn.Module,
+                          grad_clip: float | None) -> None:
+        """backward, optional clipping of the global gradient norm, optimizer step."""
+        if self.scaler is None:
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        if grad_clip is not None:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        self.scaler.step(optimizer)  # skipped when the gradients overflowed
+        self.scaler.update()
+
+    def state_dict(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scaler is not None and state is not None:
+            self.scaler.load_state_dict(state)
