@@ -145,7 +145,7 @@ def status_lines(rows: list) -> list[str]:
     table = [["RUN", "NAME", "SCHED", "JOB", "STATE", "ELAPSED/WALL", "EPOCH", "METRIC", "REQ"]]
     for r in rows:
         metric = f"{r.metric_name}={r.metric:.4f}" if isinstance(r.metric, (int, float)) else "-"
-        epoch = f"{r.epoch or 0}/{r.epochs}" if r.epochs else "-"
+        epoch = f"{r.epoch or 0}/{r.epochs}" if r.epochs else (str(r.epoch) if r.epoch is not None else "-")
         table.append([r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
                       f"{format_duration(r.elapsed_seconds)}/{format_duration(r.walltime_seconds)}",
                       epoch, metric, str(r.requeues)])

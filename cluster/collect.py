@@ -131,11 +131,18 @@ def hyperparameters(run: Run) -> dict[str, Any]:
     return _flatten(data["train"], "train")
 
 
+def _is_command_run(run: Run) -> bool:
+    try:
+        return run.read().get("kind") == "command"
+    except ClusterError:
+        return False
+
+
 def program_files(run: Run) -> list[str]:
     """What a command job's program wrote in its run directory (relative paths, sorted): every
     regular file but the toolkit's own (run.json, the spec, the script, logs, metrics) and
     half-written temporaries."""
-    own = {RUN_JSON, SPEC_FILE, SCRIPT_FILE, METRICS_FILE, SUMMARY_FILE, TRAINER_LOCK}
+    own = {RUN_JSON, SPEC_FILE, SCRIPT_FILE, METRICS_FILE, SUMMARY_FILE, TRAINER_LOCK, ".run.lock"}  # run.json's lock
     found = []
     for path in sorted(run.path.rglob("*")):
         relative = path.relative_to(run.path)
@@ -214,10 +221,7 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
     """Copy one run's files into ``dest`` and write its summary.json (and curves.png); return that summary."""
     dest.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    try:
-        command_job = run.read().get("kind") == "command"
-    except ClusterError:
-        command_job = False
+    command_job = _is_command_run(run)
     for name in dict.fromkeys((*FILES, *program_files(run))) if command_job else FILES:
         src = run.path / name
         if src.is_file():
@@ -251,7 +255,8 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
         "requeues": record.get("requeues", 0),
         "run_dir": str(run.path),
         "collected_at": now_iso(),
-        "complete": own is not None,
+        # A command job's program completes by exiting 0; it writes no summary of ours.
+        "complete": own is not None or (command_job and state == "completed"),
         "hyperparameters": hyperparameters(run),
         "collected_files": copied,
     }
@@ -356,6 +361,9 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
 
         value = _metric_value(summary, metric)
         shown = f"{metric} {value:.4f}" if isinstance(value, (int, float)) else f"no {metric} yet"
+        if not isinstance(value, (int, float)) and _is_command_run(run):
+            own_files = program_files(run)
+            shown = "its files: " + (", ".join(own_files[:5]) + (", ..." if len(own_files) > 5 else "") or "none")
         if summary["complete"]:
             note = ""
         elif state in LIVE_STATES:
@@ -363,7 +371,7 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
         else:
             note = f" -- ended {state} without a summary" + (f" ({diagnosis})" if diagnosis else "")
         missing = [n for n in (FINAL, BEST) if n not in summary["collected_files"]]
-        if missing and summary["complete"]:
+        if missing and summary["complete"] and not _is_command_run(run):
             note += f" (missing: {', '.join(missing)})"
         echo(f"run {run.id} ({state}): {dest}  {shown}{note}")
 

@@ -12,6 +12,7 @@ twelve). The reference is the same program uninterrupted, with no sleep.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -122,7 +123,10 @@ def test_slurm_walltime_and_scontrol_requeue_end_like_an_uninterrupted_run(tmp_p
     assert json.loads((dest / "result.json").read_text()) == json.loads((run.path / "result.json").read_text())
     assert (dest / "checkpoints" / "state.npz").is_file() and (dest / "metrics.jsonl").is_file()
     summary = json.loads((dest / "summary.json").read_text())
-    assert summary["hyperparameters"] == {"vars.steps": STEPS, "vars.lr": 0.1}
+    assert summary["hyperparameters"] == {"vars.steps": STEPS, "vars.lr": 0.1} and summary["complete"]
+    if importlib.util.find_spec("matplotlib"):
+        assert (dest / "curves.png").stat().st_size > 0  # from the program's metrics.jsonl
+    assert "its files: checkpoints/state.npz, result.json" in collected.stdout
 
 
 @pytest.mark.slurm
