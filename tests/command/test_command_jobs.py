@@ -258,3 +258,16 @@ def test_a_failing_program_is_diagnosed_with_its_status_and_error(tmp_path: Path
     assert cluster_cmd("submit", str(spec), "--wait", cwd=tmp_path, timeout=120).returncode == 1
     row = status_row(last_run(tmp_path), tmp_path)
     assert row["diagnosis"].startswith("command cannot start 'no-such-program-here': No such file or directory")
+
+
+def test_an_unhandled_usr2_is_diagnosed(tmp_path: Path) -> None:
+    # The local executor's warning comes 12 s into the 1-minute walltime; the program ignores
+    # the contract, so USR2's default action ends it.
+    spec = write_spec(tmp_path, "no-handler", [sys.executable, "-c", IGNORES],
+                      scheduler={"kind": "local", "signal_seconds": 48})
+    proc = cluster_cmd("submit", str(spec), "--wait", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = status_row(last_run(tmp_path), tmp_path)
+    assert row["state"] == "failed"
+    assert row["diagnosis"].startswith("command killed by SIGUSR2, the walltime warning, without a checkpoint"), row
+    assert "scheduler.signal_seconds: 0" in row["diagnosis"]
