@@ -29,6 +29,7 @@ EXAMPLES = {
     "resume": "cluster resume runs/seed-convnet-20261127-101500-ab12",
     "cancel": "cluster cancel runs/seed-convnet-20261127-101500-ab12",
     "doctor": "cluster doctor jobs/seed_convnet.yaml --probe",
+    "env": "cluster env jobs/seed_convnet.yaml --set environment.venv=$HOME/venvs/seed --on-queue",
 }
 
 
@@ -183,6 +184,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return collect(args.runs, args.to, echo, metric=args.metric)
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    from cluster import env
+    from cluster.spec import load_spec
+
+    spec = load_spec(args.spec, args.set)
+    if args.on_queue:
+        return env.on_queue(spec, echo, python=args.python)
+    return env.build(spec, echo, python=args.python)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from cluster.doctor import doctor
 
@@ -201,6 +212,16 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="job spec YAML file (e.g. jobs/seed_convnet.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec key, e.g. --set resources.time=00:30:00 (repeatable)")
+
+
+def _add_env_args(parser: argparse.ArgumentParser) -> None:
+    _add_spec_args(parser)
+    parser.add_argument("--on-queue", action="store_true",
+                        help="build it in a job on the spec's queue, after its module loads (CUDA matches the "
+                             "GPU node); wait for the job and print its output")
+    parser.add_argument("--python", default=None, metavar="PY",
+                        help="the Python a new venv is created with (default: the one running cluster; "
+                             "with --on-queue, e.g. python3 from the spec's modules)")
 
 
 def _count(text: str) -> int:
@@ -311,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cancel", "cancel a run's live job", cmd_cancel)
     p.add_argument("runs", nargs="+", help="run or sweep directories")
+
+    _add_env_args(add("env", "create or update environment.venv: pip install this project and "
+                      "environment.requirements, with TMPDIR and pip's cache under environment.tmpdir", cmd_env))
 
     p = add("doctor", "check the login node (scheduler, accounting, runs dir, compute Python)",
             cmd_doctor)

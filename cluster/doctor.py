@@ -3,7 +3,8 @@
 Checks, each printed as ``ok``/``warn``/``FAIL`` with a one-line hint:
 the scheduler's commands exist and answer (and the spec's partition/queue exists),
 accounting (``sacct``) works, the runs directory is writable, the spec's modules
-are known, and the compute-node Python imports the toolkit (and torch, timed).
+are known, the compute-node Python imports the toolkit (and torch, timed), and pip's temp
+dir (environment.tmpdir, where ``cluster env`` installs torch) has room for a CUDA build.
 
 ``--probe`` submits a one-minute job with the spec's resources and module loads; it
 reports hostname, ``module list``, ``CUDA_VISIBLE_DEVICES``, the torch version,
@@ -30,6 +31,7 @@ from cluster import backends
 from cluster.backends import Backend, Check, JobOptions, modules_init, python_for, shell_path
 from cluster.backends.base import poll
 from cluster.errors import ClusterError, SchedulerError
+from cluster.env import pip_temp_check
 from cluster.spec import JobSpec, expand_path
 
 PROBE_WAIT_SECONDS = 180
@@ -283,6 +285,7 @@ def doctor(spec_path: str | None, overrides: list[str], probe: bool, echo: Calla
     if spec.environment.modules and backend.has_modules:
         check_modules(report, spec)
     check_python(report, spec)
+    report.extend([pip_temp_check(spec)])  # cluster env installs torch through it
     if probe:
         run_probe(report, spec, backend)
     failed = [c for c in report.checks if c.status == "FAIL"]

@@ -260,6 +260,15 @@ class Environment:
     """Exported variables, in order."""
     python: str | None = None
     """Interpreter on compute nodes; default: the one that runs ``cluster``."""
+    venv: str | None = None
+    """A virtualenv on the shared filesystem: the script activates it after the module loads
+    (a missing or broken one stops the job, like a failed ``module load``) and the job runs its
+    ``bin/python``. ``cluster env SPEC`` builds it."""
+    requirements: tuple[str, ...] = ()
+    """What ``cluster env`` installs into :attr:`venv` besides this project (pip requirement
+    strings, e.g. ``torch==2.5.1``; passed to pip as arguments, never to a shell)."""
+    requirements_file: str | None = None
+    """A pip requirements file ``cluster env`` installs too (relative: to the current directory)."""
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,14 @@ class JobSpec:
             "output": {"runs_dir": self.output.runs_dir},
             "train": self.train.to_dict(),
         }
+        env = self.environment
+        # Only when set: specs without them resolve (and render) exactly as before.
+        if env.venv is not None:
+            data["environment"]["venv"] = env.venv
+        if env.requirements:
+            data["environment"]["requirements"] = list(env.requirements)
+        if env.requirements_file is not None:
+            data["environment"]["requirements_file"] = env.requirements_file
         if self.command:  # a command job has no train: section
             del data["train"]
             data["command"] = list(self.command)
@@ -966,7 +983,8 @@ def _resources_section(data: dict) -> Resources:
 
 
 def _environment_section(data: dict) -> Environment:
-    e = _section(data, "environment", ("modules", "tmpdir", "setup", "env", "python"))
+    e = _section(data, "environment", ("modules", "tmpdir", "setup", "env", "python", "venv", "requirements",
+                                       "requirements_file"))
     modules = _string_list(e.get("modules"), "environment.modules")
     for i, module in enumerate(modules):
         _safe_string(module, f"environment.modules[{i}]", _MODULE_RE, "a module name like cuda/11.1")
@@ -989,7 +1007,26 @@ def _environment_section(data: dict) -> Environment:
         setup=_string_list(e.get("setup"), "environment.setup"),
         env=tuple(env_pairs),
         python=_safe_path(e["python"], "environment.python") if e.get("python") is not None else None,
+        **_venv_keys(e),
     )
+
+
+def _venv_keys(e: dict) -> dict[str, Any]:
+    """``environment.venv``, ``requirements`` and ``requirements_file``, validated."""
+    venv = _safe_path(e["venv"], "environment.venv") if e.get("venv") is not None else None
+    if venv is not None and e.get("python") is not None:
+        # Two answers to "which python runs the job" would disagree in the script and submitit.
+        raise SpecError("environment.python", "cannot be set together with environment.venv (the job runs "
+                        "the venv's bin/python; remove one)")
+    requirements = _string_list(e.get("requirements"), "environment.requirements")
+    for i, item in enumerate(requirements):
+        if not item.strip() or item.lstrip().startswith("-"):
+            # pip would read "-r x" or "--index-url x" as an option, not a requirement.
+            raise SpecError(f"environment.requirements[{i}]", f"invalid requirement {_show(item)} (allowed: a "
+                            "pip requirement such as torch==2.5.1; options go in environment.requirements_file)")
+    file = e.get("requirements_file")
+    return {"venv": venv, "requirements": requirements,
+            "requirements_file": _safe_path(file, "environment.requirements_file") if file is not None else None}
 
 
 def _parse_sweep(value: Any, section: str = "train") -> tuple[tuple[str, tuple[Any, ...]], ...]:

@@ -67,6 +67,11 @@ class LocalBackend(Backend):
         """
         from cluster.spec import expand_path
 
+        if spec.environment.venv:  # this process is the venv's python already: its programs come first too
+            venv = expand_path(spec.environment.venv, os.environ, strict=False).rstrip("/") or "/"
+            os.environ["VIRTUAL_ENV"] = venv
+            os.environ["PATH"] = f"{venv}/bin{os.pathsep}{os.environ.get('PATH', '')}"
+            os.environ.pop("PYTHONHOME", None)
         tmpdir = spec.tmpdir_path()
         if tmpdir:
             tmpdir.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,11 @@ def local_executor(spec: JobSpec, run_dir: Path) -> LocalExecutor:
 
     # No shell runs the local command: expand environment.python's $VAR and ~ here, as bash would.
     python = shlex.quote(expand_path(python_for(spec), strict=False))
+    if spec.environment.venv:
+        from cluster.env import check_venv
+
+        # The job's node is this machine: a missing or broken venv is refused now, in one line.
+        check_venv(spec)
     executor = LocalExecutor(run_dir / LOGS_DIR, run_dir, spec.scheduler.max_requeues, python)
     minutes = (spec.resources.time_seconds or 24 * 3600) / 60
     # Warn signal_seconds before the timeout, leaving the job at least 10 s to run.

@@ -115,6 +115,8 @@ def prologue(spec: JobSpec, backend: Backend, dialect: str, options: JobOptions)
                 f"module load {quote(name)} || {{ echo \"cluster-train: 'module load {name}' failed;"
                 f" stopping before training (fix environment.modules)\" >&2; exit {EXIT_SETUP_FAILED}; }}"
             )
+    if env.venv:
+        lines += venv_activation(env.venv)
     if env.tmpdir:
         lines.append(f"export TMPDIR={shell_path(env.tmpdir)}")
         lines.append(
@@ -188,9 +190,41 @@ def build_script(spec: JobSpec, backend: Backend, dialect: str, *, command: list
                   command=body, epilogue=epilogue)
 
 
+def venv_activation(venv: str) -> list[str]:
+    """Activate ``environment.venv`` after the module loads (whose Python it may be built on).
+
+    What ``bin/activate`` does, written out: ``VIRTUAL_ENV`` and ``PATH`` (so ``python3`` and
+    the venv's scripts come first), ``PYTHONHOME`` unset. Sourcing ``activate`` would instead
+    take the path it was created at, and a venv that moved would silently use another one.
+    Its ``bin/python`` is run once first, so that a missing venv, or one whose base Python is
+    gone (a module not loaded, a different node image), stops the job with one line and
+    :data:`EXIT_SETUP_FAILED`, in the same form as a failed ``module load``.
+    """
+    return [
+        f"export VIRTUAL_ENV={shell_path(venv.rstrip('/') or '/')}",
+        "if [ -f \"$VIRTUAL_ENV/pyvenv.cfg\" ] && \"$VIRTUAL_ENV/bin/python\" -c '' 2>/dev/null; then",
+        '    export PATH="$VIRTUAL_ENV/bin:$PATH"; unset PYTHONHOME',
+        "else",
+        "    echo \"cluster-train: 'activate venv $VIRTUAL_ENV' failed; stopping before training"
+        f' (fix environment.venv, or build it: cluster env SPEC)" >&2; exit {EXIT_SETUP_FAILED}',
+        "fi",
+    ]
+
+
 def python_for(spec: JobSpec) -> str:
-    """The one rule for the compute node's interpreter: ``environment.python``, else the one
-    running ``cluster`` (the same environment, on a shared filesystem)."""
+    """The one rule for the compute node's interpreter: ``environment.venv``'s ``bin/python``,
+    else ``environment.python``, else the one running ``cluster`` (the same environment, on a
+    shared filesystem). As written in the spec: ``$VAR`` and ``~`` are not expanded here."""
     import sys
 
+    if spec.environment.venv:
+        return spec.environment.venv.rstrip("/") + "/bin/python"
     return spec.environment.python or sys.executable
+
+
+def python_word(spec: JobSpec) -> str:
+    """:func:`python_for` as one shell word for a job script: a spec's path double-quoted (its
+    ``$VAR`` and ``~`` expand on the node), the login node's interpreter single-quoted."""
+    if spec.environment.venv or spec.environment.python:
+        return shell_path(python_for(spec))
+    return quote(python_for(spec))

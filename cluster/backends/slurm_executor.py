@@ -10,7 +10,7 @@ import submitit
 from submitit.core import utils
 
 from cluster.backends.base import Backend, submit_array
-from cluster.backends.script import JobOptions, build_script, python_for
+from cluster.backends.script import JobOptions, build_script, python_word
 from train.contract import RUN_DIR_ENV
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ class SlurmExecutor(submitit.SlurmExecutor):
 
     def __init__(self, folder: str | Path, spec: JobSpec, run_dir: str | Path, backend: Backend, *,
                  array_parallelism: int | None = None) -> None:
-        super().__init__(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_for(spec))
+        # submitit writes `python` into the srun line as it is: one shell word ($VAR expands in the job).
+        super().__init__(folder=folder, max_num_timeout=spec.scheduler.max_requeues, python=python_word(spec))
         self.spec = spec
         self.backend = backend
         self.run_dir = str(run_dir)

@@ -68,7 +68,8 @@ CASES = [
     case("unknown-scheduler-key", job("scheduler: {type: slurm}\n"),
          f"job.yaml: scheduler.type: unknown key (valid: {SCHEDULER_KEYS})"),
     case("unknown-environment-key", job("environment: {module: [cuda]}\n"),
-         "job.yaml: environment.module: unknown key (valid: modules, tmpdir, setup, env, python)"),
+         "job.yaml: environment.module: unknown key (valid: modules, tmpdir, setup, env, python, venv, "
+         "requirements, requirements_file)"),
     case("unknown-output-key", job("output: {dir: runs}\n"), "job.yaml: output.dir: unknown key (valid: runs_dir)"),
     case("unknown-train-key", job("train: {epoch: 3}\n"),
          "job.yaml: train.epoch: unknown key (valid: seed, epochs, batch_size, lr, device, threads, data, sampler, checkpoint, "

@@ -172,8 +172,9 @@ class PBSExecutor(core.PicklingExecutor):
 
     @property
     def _submitit_command_str(self) -> str:
-        # The spec's environment.python may hold $VAR or ~ (validated): expand it in the job.
-        python = shell_path(self.python) if self.spec and self.spec.environment.python else shlex.quote(self.python)
+        # The spec's environment.python (or venv) may hold $VAR or ~ (validated): expand it in the job.
+        from_spec = self.spec and (self.spec.environment.python or self.spec.environment.venv)
+        python = shell_path(self.python) if from_spec else shlex.quote(self.python)
         return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(self.folder))])
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
