@@ -123,9 +123,10 @@ def check_python(report: Report, spec: JobSpec) -> None:
     rc, out, seconds = _timed([python, "-c", f"{TOOLKIT_IMPORTS}; import sys; print(sys.version.split()[0])"])
     if rc != 0:
         last = out.splitlines()[-1] if out else f"exit {rc}"
+        hint = (f"build environment.venv with: cluster env {spec.source}" if spec.environment.venv else
+                "install the project in that environment (pip install -e .), or set environment.python")
         report.add("FAIL", "python", f"{python} cannot {TOOLKIT_IMPORTS!r}: {last}",
-                   "install the project in that environment (pip install -e .), or set environment.python; "
-                   "if it exists only on compute nodes, check with --probe")
+                   f"{hint}; if it exists only on compute nodes, check with --probe")
         return
     report.add("ok", "python", f"{python} (Python {out.splitlines()[-1]}) imports train, cluster, submitit, yaml"
                f" ({seconds:.1f} s)")

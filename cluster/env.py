@@ -83,7 +83,7 @@ def check_venv(spec: JobSpec) -> None:
     """A one-line ClusterError when the spec's venv cannot run a job on this machine."""
     problem = venv_problem(venv_path(spec))
     if problem:
-        raise ClusterError(f"environment.venv: {problem} (build it: cluster env {spec.source})")
+        raise ClusterError(f"environment.venv: {problem}; build it with: cluster env {spec.source}")
 
 
 def pip_environment(spec: JobSpec) -> dict[str, str]:

@@ -1,14 +1,19 @@
-"""A submitit wheel for offline test venvs, repacked from the copy installed in the test's own
-environment: this machine has no internet and its offline package index has no submitit
-(torch comes from the on-disk wheel in /opt/wheels through pip's config)."""
+"""Helpers for the venv tests: a submitit wheel for offline test venvs, repacked from the copy
+installed in the test's own environment (this machine has no internet and its offline package
+index has no submitit; torch comes from the on-disk wheel in /opt/wheels through pip's config),
+and a small directory to point TMPDIR at."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
+import subprocess
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 
 def repack_wheel(dist_name: str, dest: Path) -> Path:
@@ -30,3 +35,17 @@ def repack_wheel(dist_name: str, dest: Path) -> Path:
         records.append(f"{record_name},,")
         archive.writestr(record_name, "\n".join(records) + "\n")
     return wheel
+
+
+@contextlib.contextmanager
+def small_dir(path: Path, megabytes: int = 8) -> Iterator[bool]:
+    """``path`` as an empty directory, on a tmpfs of ``megabytes`` when this process may mount one
+    (root; True), else a plain empty directory (False). A pip that unpacked torch there would fail."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(path)], capture_output=True)
