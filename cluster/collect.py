@@ -5,6 +5,7 @@ For each run, ``DIR/<run_id>/`` receives::
     checkpoints/final.pt, checkpoints/best.pt   (those that exist)
     metrics.jsonl        complete lines only (a running trainer may be mid-line)
     logs/*.out, *.err    every attempt's stdout and stderr
+    tensorboard/events.* TensorBoard event files (train.tensorboard: true)
     submitted.sh, spec.yaml, run.json
     summary.json         the run's own summary (if it completed) plus run facts
     curves.png           losses and validation metrics per epoch (needs matplotlib)
@@ -41,7 +42,8 @@ from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso, write_atomic
 from cluster.units import format_table
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, RUN_JSON,
-                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, parse_metrics)
+                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TMP_PREFIX, TRAINER_LOCK,
+                            parse_metrics)
 
 log = logging.getLogger("cluster")
 
@@ -233,6 +235,12 @@ def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str
                 if src.is_file():
                     copy_atomic(src, dest / LOGS_DIR / src.name)
                     copied.append(f"logs/{src.name}")
+    board = run.path / TENSORBOARD_DIR
+    if not command_job and board.is_dir():  # train.tensorboard: every attempt's event file
+        for src in sorted(board.glob("events.out.tfevents.*")):
+            if src.is_file() and not src.is_symlink():
+                copy_atomic(src, dest / TENSORBOARD_DIR / src.name)
+                copied.append(f"{TENSORBOARD_DIR}/{src.name}")
 
     records, complete = read_metrics(run.path / METRICS_FILE)
     if (run.path / METRICS_FILE).exists():

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.contract import SpecError
-
-TENSORBOARD_DIR = "tensorboard"
+from train.contract import TENSORBOARD_DIR, SpecError
 
 
 class Board:

@@ -44,3 +44,10 @@ def test_event_files_hold_each_step_once_after_two_resumes_and_a_lost_checkpoint
     assert scalars(run, "train/lr") == list(range(1, 31))
     assert scalars(run, "epoch/val_loss") == [10, 20, 30]
     assert scalars(run, "epoch/val_accuracy") == [10, 20, 30]
+
+    # cluster collect takes every attempt's event file; TensorBoard reads the same steps there.
+    from cluster.collect import collect_run
+    from cluster.runs import Run
+    summary = collect_run(Run(run), tmp_path / "collected", "completed", plot=False)
+    assert sum(name.startswith("tensorboard/events.out.tfevents.") for name in summary["collected_files"]) == 3
+    assert scalars(tmp_path / "collected", "train/loss") == list(range(1, 31))

@@ -122,6 +122,8 @@ FINAL_CHECKPOINT = "final.pt"
 BEST_CHECKPOINT = "best.pt"
 
 TRAINER_LOCK = ".trainer.lock"
+TENSORBOARD_DIR = "tensorboard"
+"""TensorBoard event files (`train.tensorboard: true`), one file per attempt."""
 """Rank 0 of a trainer holds an exclusive ``fcntl.flock`` on this file for its whole run,
 and writes ``<pid> <host>`` into it; a second trainer on the run directory raises
 :class:`RunLocked` at once. The kernel (or NFS's lock manager) drops the lock when the
