@@ -7,9 +7,12 @@ are known, the compute-node Python imports the toolkit (and torch, timed), and p
 dir (environment.tmpdir, where ``cluster env`` installs torch) has room for a CUDA build.
 
 ``--probe`` submits a one-minute job with the spec's resources and module loads; it
-reports hostname, ``module list``, ``CUDA_VISIBLE_DEVICES``, the torch version,
-``torch.cuda.is_available()``, each GPU's name and memory and TMPDIR's free space,
-and doctor prints that report. The report is written under the runs directory, so a
+reports hostname, ``module list`` and TMPDIR's free space, and from every task (under
+``srun`` on Slurm, with the task's own GPU binding) the torch version and its CUDA build,
+``torch.cuda.is_available()``, the arch list, cuDNN and NCCL versions, the visible GPUs
+(name, capability, memory) and whether a matrix product and a convolution ran on each;
+doctor prints that report and compares it with the spec (GPUs requested, seen, working).
+The report is written under the runs directory, so a
 probe that comes back also shows that the compute node sees that directory.
 
 Nothing here imports torch: the compute-node Python is run as a subprocess.
@@ -18,6 +21,7 @@ Nothing here imports torch: the compute-node Python is run as a subprocess.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -143,28 +147,54 @@ def check_python(report: Report, spec: JobSpec) -> None:
 # ---------------------------------------------------------------- probe
 
 
-PROBE_PYTHON = r'''
-import sys, time
+PROBE_PYTHON = r"""
+import os, sys, time
+task = os.environ.get("SLURM_PROCID", os.environ.get("PMI_RANK", "0"))
+
+def say(line):
+    print(f"task {task}: {line}", flush=True)
+
+say(f"host: {os.uname().nodename}, CUDA_VISIBLE_DEVICES: {os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}")
 started = time.perf_counter()
 try:
     import torch
 except Exception as err:
-    print(f"torch: import failed: {type(err).__name__}: {err}")
+    say(f"torch: import failed: {type(err).__name__}: {err}")
 else:
-    print(f"torch version: {torch.__version__} (import {time.perf_counter() - started:.1f} s)")
+    say(f"torch version: {torch.__version__} (import {time.perf_counter() - started:.1f} s)")
+    say(f"torch cuda build: {torch.version.cuda or 'none (a CPU-only build)'}")
     available = torch.cuda.is_available()
-    print(f"cuda available: {available}")
+    say(f"cuda available: {available}")
     if available:
-        for i in range(torch.cuda.device_count()):
+        say(f"arch list: {' '.join(torch.cuda.get_arch_list())}")
+        say(f"cudnn: {torch.backends.cudnn.version()}, nccl: {'.'.join(map(str, torch.cuda.nccl.version()))}")
+        count = torch.cuda.device_count()
+        say(f"visible gpus: {count}")
+        for i in range(count):
             props = torch.cuda.get_device_properties(i)
-            print(f"gpu {i}: {props.name}, {props.total_memory / 2**30:.1f} GiB")
-print(f"python: {sys.executable} {sys.version.split()[0]}")
+            try:  # a matrix product (cuBLAS) and a convolution (cuDNN) on this GPU, checked
+                x = torch.ones(64, 64, device=f"cuda:{i}")
+                conv = torch.nn.functional.conv2d(torch.ones(1, 1, 8, 8, device=x.device),
+                                                  torch.ones(1, 1, 3, 3, device=x.device))
+                ok = (x @ x).sum().item() == 64 ** 3 and conv.sum().item() == 36 * 9
+                kernel = "ok" if ok else "FAILED: wrong result"
+            except Exception as err:
+                kernel = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[0]}"
+            say(f"gpu {i}: {props.name}, capability {props.major}.{props.minor}, "
+                f"{props.total_memory / 2**30:.1f} GiB, kernel: {kernel}")
+    else:
+        say("visible gpus: 0 (no usable CUDA: training would run on the CPU)")
+say(f"python: {sys.executable} {sys.version.split()[0]}")
 try:
     import train, cluster.job, submitit, yaml
-    print("toolkit imports: ok")
+    say("toolkit imports: ok")
 except Exception as err:
-    print(f"toolkit imports: failed: {type(err).__name__}: {err}")
-'''
+    say(f"toolkit imports: failed: {type(err).__name__}: {err}")
+"""
+"""Run by every task of the probe job (under srun on Slurm, so that each task sees the GPUs
+its binding gives it): facts about the task, one ``task N: key: value`` line each. The
+kernel check runs a matrix product and a convolution on each visible GPU, so a wheel without
+kernels for the GPU's architecture ("no kernel image") or a broken cuDNN fails here."""
 
 
 def probe_lines(spec: JobSpec) -> list[str]:
@@ -181,11 +211,45 @@ def probe_lines(spec: JobSpec) -> list[str]:
         " else echo '    (no module command)'; fi",
         'echo "TMPDIR: ${TMPDIR:-<unset>}"',
         'df -Ph "${TMPDIR:-/tmp}" | awk \'NR==2 {print "TMPDIR free: " $4 " of " $2}\'',
-        f"{python} - <<'CLUSTER_DOCTOR_PROBE' 2>&1",
-        PROBE_PYTHON.strip(),
-        "CLUSTER_DOCTOR_PROBE",
+        f"probe_code={shlex.quote(PROBE_PYTHON.strip())}",
+        # Every task under srun (its own GPU binding); one process where there is no srun.
+        'if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null 2>&1; then',
+        f'    srun --kill-on-bad-exit=0 {python} -c "$probe_code" 2>&1',
+        "else",
+        f'    {python} -c "$probe_code" 2>&1',
+        "fi",
         'echo "probe: done"',
     ]
+
+
+def probe_verdict(spec: JobSpec, text: str) -> tuple[str, str, str]:
+    """(status, detail, hint) of a finished probe report (``text``, all tasks' lines)."""
+    gpus = spec.resources.gpus_per_node
+    lines = text.splitlines()
+    failed_kernels = [line.strip() for line in lines if "kernel: FAILED" in line]
+    if "torch version:" not in text:
+        return ("FAIL", "torch does not import on the compute node",
+                "install torch in environment.python's environment, or load its module")
+    if failed_kernels:
+        return ("FAIL", f"a CUDA kernel failed: {failed_kernels[0]}",
+                "a wheel without kernels for this GPU (compare the capability with the arch list), or a broken "
+                "CUDA/cuDNN: install a torch build for this GPU")
+    if gpus and "cuda available: True" not in text:
+        why = " (torch is a CPU-only build)" if "none (a CPU-only build)" in text else ""
+        return ("FAIL", f"{gpus} GPU(s) requested but torch sees none{why}",
+                "load CUDA in environment.modules and install a CUDA build of torch")
+    counts = [int(n) for n in re.findall(r"task \d+: visible gpus: (\d+)", text)]
+    odd = sorted({c for c in counts if c not in (1, gpus)})
+    if gpus and odd:
+        return ("FAIL", f"a task sees {odd[0]} GPU(s), but the spec asks for {gpus} per node",
+                "each task must see either all of the node's GPUs or one of its own: check the site's GPU binding")
+    if "toolkit imports: ok" not in text or "toolkit imports: failed" in text:
+        return ("FAIL", "the compute node cannot import the toolkit",
+                "install the project in environment.python's environment (pip install -e .)")
+    tasks = len(re.findall(r"task \d+: toolkit imports: ok", text))
+    if gpus:
+        return "ok", f"{tasks} task(s) ran a CUDA kernel on each of their GPUs and reported", ""
+    return "ok", f"{tasks} task(s) ran and reported (no GPUs requested)", ""
 
 
 def _probe_dir(spec: JobSpec) -> Path:
@@ -253,17 +317,9 @@ def run_probe(report: Report, spec: JobSpec, backend: Backend, wait: float = PRO
         report.add("FAIL", "probe", f"job {job_id} ended without finishing its report",
                    f"see {out.with_suffix('.err')}: a module load or TMPDIR setup may have failed, or "
                    f"{out.parent} is not visible from the compute node")
-    elif "torch version:" not in text:
-        report.add("FAIL", "probe", "torch does not import on the compute node",
-                   "install torch in environment.python's environment, or load its module")
-    elif spec.resources.gpus_per_node and "cuda available: True" not in text:
-        report.add("FAIL", "probe", f"{spec.resources.gpus_per_node} GPU(s) requested but torch sees none",
-                   "load CUDA in environment.modules and install a CUDA build of torch")
-    elif "toolkit imports: ok" not in text:
-        report.add("FAIL", "probe", "the compute node cannot import the toolkit",
-                   "install the project in environment.python's environment (pip install -e .)")
-    else:
-        report.add("ok", "probe", f"job {job_id} ran and reported")
+        return
+    status, detail, hint = probe_verdict(spec, text)
+    report.add(status, "probe", f"job {job_id}: {detail}" if status == "ok" else detail, hint)
 
 
 # ---------------------------------------------------------------- command

@@ -970,12 +970,21 @@ def _resources_section(data: dict) -> Resources:
     if r.get("time") is not None:
         time_seconds = _unit(r["time"], "resources.time", _spec_walltime,
                              "HH:MM:SS, D-HH:MM:SS, or minutes")
+    tasks_per_node = _count(r, "resources", "tasks_per_node", 1, maximum=MAX_TASKS_PER_NODE)
+    gpus_per_node = _count(r, "resources", "gpus_per_node", 0, minimum=0, maximum=MAX_GPUS_PER_NODE)
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    if 0 < gpus_per_node < tasks_per_node and "command" not in data and train.get("device") != "cpu":
+        # Each task of the trainer trains on a GPU of its own (NCCL refuses two ranks on
+        # one GPU); a command job's program and a CPU trainer may share GPUs as they like.
+        raise SpecError("resources.gpus_per_node", f"is {gpus_per_node} but resources.tasks_per_node is "
+                        f"{tasks_per_node}: each task trains on a GPU of its own (allowed: 0, or at least "
+                        f"{tasks_per_node}, GPUs beyond one per task stay idle; or train.device: cpu)")
     return Resources(
         queue=r.get("queue"),
         account=r.get("account"),
         nodes=_count(r, "resources", "nodes", 1, maximum=MAX_NODES),
-        tasks_per_node=_count(r, "resources", "tasks_per_node", 1, maximum=MAX_TASKS_PER_NODE),
-        gpus_per_node=_count(r, "resources", "gpus_per_node", 0, minimum=0, maximum=MAX_GPUS_PER_NODE),
+        tasks_per_node=tasks_per_node,
+        gpus_per_node=gpus_per_node,
         cpus_per_task=_count(r, "resources", "cpus_per_task", 1, maximum=MAX_CPUS_PER_TASK),
         mem_mb=mem_mb,
         time_seconds=time_seconds,

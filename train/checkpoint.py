@@ -75,15 +75,32 @@ def _without_torch_crc32():
         serialization.set_crc32_options(previous)
 
 
+def on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it (nested in dicts, lists, tuples) moved to the CPU.
+
+    torch.save tags each tensor with its device, and torch.load without `map_location`
+    refuses a cuda-tagged one on a machine without CUDA: a checkpoint saved from the CPU
+    copies loads anywhere, and resuming puts each tensor back on the run's device
+    (`load_state_dict` copies into the model's and optimizer's own tensors).
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
 def serialize(state: dict[str, Any], position: dict[str, int]) -> bytes:
     """The bytes of a checkpoint: `torch.save` of the state plus format and position.
 
-    Serialising copies every tensor (to the CPU, from a GPU), so the bytes are a snapshot:
-    training may change the tensors as soon as this returns.
+    Serialising copies every tensor (from a GPU to the CPU first, see `on_cpu`), so the
+    bytes are a snapshot: training may change the tensors as soon as this returns.
     """
     buffer = io.BytesIO()
     with _without_torch_crc32():
-        torch.save({"format": FORMAT, "position": position, **state}, buffer)
+        torch.save(on_cpu({"format": FORMAT, "position": position, **state}), buffer)
     return buffer.getvalue()
 
 

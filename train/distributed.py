@@ -189,11 +189,17 @@ def process_group(world: World, device: torch.device) -> Iterator[Comm]:
         yield Comm(world)
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    options = {}
     if backend == "nccl":
         torch.cuda.set_device(device)  # NCCL and DDP use the current device
-        options["device_id"] = device
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT, **options)
+        # A collective that a dead or stuck peer never joins must raise in this process
+        # after COLLECTIVE_TIMEOUT, so that the run is recorded failed: by default NCCL's
+        # watchdog thread aborts the process instead (SIGABRT, nothing recorded). An
+        # explicit setting in the job's environment wins.
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")  # abort the communicators only
+    # No device_id: binding the default group to a GPU (torch >= 2.3 only) makes the gloo
+    # group below inherit it, and its barrier then allocates on the GPU.
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
     try:
         group = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT) if backend == "nccl" else None
         comm = Comm(world, group)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from train import checkpoint, runfiles
+from train.device import determinism_record, enforce_determinism, resolve_device
 from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
 from train.contract.config import TrainConfig
@@ -101,34 +102,6 @@ class LoopState:
     best_epoch: int | None = None
     last_metrics: dict | None = None
     resumes: int = 0
-
-
-def resolve_device(name: str, world: World | None = None) -> torch.device:
-    """`auto` -> cuda:0 when CUDA is available, else cpu; `cuda` -> cuda:0.
-
-    With several tasks on a node, task `LOCAL_RANK` takes GPU `LOCAL_RANK` instead of 0
-    (NCCL needs one GPU per task); an explicit index is refused there.
-    """
-    world = world or World()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SpecError("train.device", f"is {name} but CUDA is not available on this node (use auto or cpu)")
-    count = torch.cuda.device_count()
-    if world.size > 1:
-        if name != "cuda":
-            raise SpecError("train.device", f"is {name} but the job runs {world.size} tasks, each on the GPU of "
-                            "its local rank: use cuda or auto")
-        if world.local_size > count:
-            raise SpecError("resources.tasks_per_node", f"is {world.local_size} but this node has {count} GPU(s): "
-                            "NCCL needs one GPU per task")
-        return torch.device("cuda", world.local_rank)
-    device = torch.device("cuda:0" if name == "cuda" else name)
-    if device.index >= count:
-        raise SpecError("train.device", f"is {name} but this node has {count} GPU(s)")
-    return device
 
 
 ALLOCATED_CPUS_ENV = ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN")
@@ -437,7 +410,16 @@ class Trainer:
             print(f"warning: the checkpoint was written by {saved_ranks} task(s), this run has {world.size}: "
                   "it continues, but not bitwise as an uninterrupted run would (dropout masks, batch shares)",
                   file=sys.stderr)
-        if world.size == 1:
+        saved_on = "cpu" if rng.get("cuda") is None else "cuda"
+        if saved_on != device.type:
+            # Dropout draws from the device's generator: the saved stream is the other
+            # device's, and the new one's state at setup would replay the first masks.
+            if world.primary:
+                print(f"warning: the checkpoint was written on {saved_on}, this run trains on {device.type}: it "
+                      "continues with fresh dropout masks (seeded by step), not bitwise as an uninterrupted run "
+                      "would", file=sys.stderr)
+            torch.manual_seed(rank_seed(self.config.seed, world.rank, global_step))
+        elif world.size == 1:
             torch.set_rng_state(rng["torch"])
             if device.type == "cuda" and rng.get("cuda") is not None:
                 torch.cuda.set_rng_state(rng["cuda"], device)
@@ -481,6 +463,7 @@ class Trainer:
         """
         run_started = time.perf_counter()
         device = resolve_device(self.config.device, self.world)
+        enforce_determinism(device)
         if self.config.batch_size < self.world.size:
             raise SpecError("train.batch_size", f"is {self.config.batch_size} but the job runs {self.world.size} tasks, "
                             "which share every batch: use at least one sample per task")
@@ -889,6 +872,7 @@ class Trainer:
             "weights_sha256": weights_sha256(parts.model),
             "weights_sha256_order": "state_dict entries sorted by name: name NUL dtype shape NUL raw little-endian bytes",
             "device": str(parts.device),
+            "determinism": determinism_record(parts.device),
             "threads": parts.threads,
             "torch_version": torch.__version__,
             "numpy_version": np.__version__,

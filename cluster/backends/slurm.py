@@ -47,9 +47,12 @@ def directives(spec: JobSpec, options: JobOptions) -> list[str]:
         flag = spec.scheduler.slurm_gpu_flag
         if flag == "gres":
             out.append(f"--gres=gpu:{res.gpus_per_node}")
-        elif flag == "gpus":
-            out.append(f"--gpus={res.gpus_per_node * res.nodes}")
+        elif flag == "gpus" and res.nodes == 1:
+            out.append(f"--gpus={res.gpus_per_node}")
         else:
+            # Also for `gpus` on several nodes: a job-wide --gpus=N may be split unevenly
+            # over the nodes, leaving a task without its GPU; --gpus-per-node (same Slurm
+            # release, 19.05) says the per-node count the trainer relies on.
             out.append(f"--gpus-per-node={res.gpus_per_node}")
     if res.mem_mb:
         out.append(f"--mem={format_memory(res.mem_mb)}")

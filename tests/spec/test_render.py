@@ -156,14 +156,16 @@ def test_resources_per_scheduler():
     assert "#PBS -l mem=1000mb" in torque  # Torque's mem is for the whole job: 2 nodes x 500M
 
 
-@pytest.mark.parametrize("flag, line", [
-    ("gres", "#SBATCH --gres=gpu:4"),
-    ("gpus", "#SBATCH --gpus=8"),  # a total over the job's 2 nodes
-    ("gpus-per-node", "#SBATCH --gpus-per-node=4"),
+@pytest.mark.parametrize("flag, nodes, line", [
+    ("gres", 2, "#SBATCH --gres=gpu:4"),
+    ("gpus", 1, "#SBATCH --gpus=4"),
+    # On several nodes a job-wide --gpus=8 may be split 5+3: the per-node count instead.
+    ("gpus", 2, "#SBATCH --gpus-per-node=4"),
+    ("gpus-per-node", 2, "#SBATCH --gpus-per-node=4"),
 ])
-def test_slurm_gpu_flag(flag, line):
+def test_slurm_gpu_flag(flag, nodes, line):
     spec = load_spec(REPO / "jobs/seed_convnet.yaml",
-                     ["resources.nodes=2", "resources.gpus_per_node=4", f"scheduler.slurm_gpu_flag={flag}"])
+                     [f"resources.nodes={nodes}", "resources.gpus_per_node=4", f"scheduler.slurm_gpu_flag={flag}"])
     gpu_lines = [d for d in directives(render(spec, "slurm")) if "gpu" in d.split("=")[0] or "gres" in d]
     assert gpu_lines == [line]
 

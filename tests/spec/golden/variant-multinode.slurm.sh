@@ -6,7 +6,7 @@
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=2
 #SBATCH --cpus-per-task=4
-#SBATCH --gpus=8
+#SBATCH --gpus-per-node=4
 #SBATCH --time=02:00:00
 #SBATCH --signal=B:USR2@120
 #SBATCH --open-mode=append
