@@ -150,7 +150,8 @@ def status_lines(rows: list) -> list[str]:
         table.append([r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
                       f"{format_duration(r.elapsed_seconds)}/{format_duration(r.walltime_seconds)}",
                       epoch, metric, str(r.requeues)])
-    return format_table(table) + [f"{r.run_id}: {r.diagnosis} -> {r.action}" for r in rows if r.diagnosis]
+    return (format_table(table) + [f"{r.run_id}: {note}" for r in rows for note in r.notes]
+            + [f"{r.run_id}: {r.diagnosis} -> {r.action}" for r in rows if r.diagnosis])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

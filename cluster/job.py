@@ -73,6 +73,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         rank = env.global_rank
         resume = Trainer.resume_point(self.run_dir)
         if rank == 0:
+            backend.note_restart(run, spec, env.job_id, resume)  # a node failure before this attempt
             _start_attempt(run, env.job_id, resume)
 
         distributed = env.num_tasks > 1
@@ -80,6 +81,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             # CUDA_VISIBLE_DEVICES stays as the scheduler set it: the trainer picks the
             # GPU of the task's local rank.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            os.environ["MASTER_ADDR"] = backend.rendezvous_address(env.hostnames[0])  # names need not resolve
         trainer = Trainer(spec.train, self.run_dir, distributed=distributed)
         trainer.install_signal_handlers()
         try:

@@ -130,6 +130,19 @@ class Run:
 
         self.update(change)
 
+    def add_node_failure(self, failure: dict[str, Any]) -> int:
+        """Record a node failure the run resumed after (``node_failures`` in run.json, one entry
+        per failed incarnation: recording the same ``job_id``/``restart`` again changes nothing);
+        how many the run has had."""
+        key = (failure.get("job_id"), failure.get("restart"))
+
+        def change(record: dict[str, Any]) -> None:
+            failures = record.setdefault("node_failures", [])
+            if not any((f.get("job_id"), f.get("restart")) == key for f in failures):
+                failures.append(failure)
+
+        return len(self.update(change)["node_failures"])
+
     def set_state(self, state: str, **extra: Any) -> None:
         def change(record: dict[str, Any]) -> None:
             record["state"] = state

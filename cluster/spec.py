@@ -227,6 +227,9 @@ class SchedulerConfig:
     """How often a preempted or timed-out job continues itself before giving up."""
     signal_seconds: int = 120
     """How long before the walltime Slurm warns the job (``--signal=USR2@N``)."""
+    max_node_failures: int = 2
+    """How often a run resumes by itself after a node failed under it (Slurm requeues the job
+    on the healthy nodes); one more failure fails the run (``cluster resume`` goes on)."""
 
 
 @dataclass(frozen=True)
@@ -951,6 +954,7 @@ def _scheduler_section(data: dict) -> SchedulerConfig:
         max_requeues=_count(s, "scheduler", "max_requeues", 3, minimum=0, maximum=MAX_REQUEUES),
         signal_seconds=_count(s, "scheduler", "signal_seconds", 120, minimum=0, maximum=MAX_SIGNAL_SECONDS,
                               why="; Slurm's --signal takes at most 65535 seconds"),
+        max_node_failures=_count(s, "scheduler", "max_node_failures", 2, minimum=0, maximum=MAX_REQUEUES),
     )
 
 

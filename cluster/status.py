@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +46,8 @@ class Row:
     diagnosis: str | None = None
     action: str | None = None
     scheduler_state: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What happened to the run that its state does not say (a node failure it resumed after)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +173,7 @@ def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo],
         walltime_seconds=_int(record.get("walltime_seconds")), epoch=epoch, epochs=_int(record.get("epochs")),
         metric=(metrics or {}).get(metric), metric_name=metric, requeues=_int(record.get("requeues")) or 0,
         path=str(run.path), scheduler_state=job.raw_state if job else "",
+        notes=node_failure_notes(record) if not record.get("unreadable") else [],
     )
     if record.get("unreadable"):
         row.diagnosis, row.action = record["error"], "fix or remove that run.json"
@@ -182,6 +185,20 @@ def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo],
         if state == "failed" and row.diagnosis == "out of memory":
             row.state = "out-of-memory"
     return row
+
+
+def node_failure_notes(record: dict[str, Any]) -> list[str]:
+    """One line per node failure the run resumed after: "node n1 failed at step 812; resumed on n2"."""
+    notes = []
+    for failure in record.get("node_failures") or []:
+        if not isinstance(failure, dict):
+            continue
+        step = failure.get("failed_at_step")
+        line = f"node {failure.get('node', '?')} failed" + (f" at step {step}" if isinstance(step, int) else "")
+        if failure.get("resumed_on"):
+            line += f"; resumed on {failure['resumed_on']} from step {failure.get('resumed_from_step', 0)}"
+        notes.append(line)
+    return notes
 
 
 def _int(value: Any) -> int | None:

@@ -152,6 +152,18 @@ class Backend:
     def job_environment(self, spec: JobSpec) -> None:
         """What the batch script's prologue would have done, for backends that run no script."""
 
+    def note_restart(self, run: Run, spec: JobSpec, job_id: str, resume: dict[str, Any] | None) -> None:
+        """Rank 0, as an attempt starts: record what ended the job's previous incarnation when
+        the scheduler restarted it by itself (a node failure), and end the job instead of
+        training when that has happened more than the spec allows. Nothing by default."""
+
+    def rendezvous_address(self, first_node: str) -> str:
+        """The address rank 0's node is reached at, for torch's MASTER_ADDR.
+
+        ``first_node`` is the allocation's first node name (rank 0 runs there); a backend whose
+        node names need not resolve (Slurm's) asks the scheduler for the node's address."""
+        return first_node
+
     def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
         """After a checkpointed stop: make the run go on (requeue, continuation job, restart).
 

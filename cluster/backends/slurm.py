@@ -5,7 +5,10 @@ doctor checks."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +16,7 @@ from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_
 from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
-from train.contract import EXIT_REQUEUE, LOGS_DIR
+from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE
 
 if TYPE_CHECKING:
     from cluster.runs import Run
@@ -145,6 +148,81 @@ def slurm_jobs(job_ids: list[str]) -> dict[str, JobInfo]:
     return {k: v for k, v in _parse_scontrol(proc.stdout).items() if k.split("_")[0] in ids or k in ids}
 
 
+# ---------------------------------------------------------------- inside the job
+
+
+def node_address(node: str) -> str:
+    """The address slurmctld reaches ``node`` at (its ``NodeAddr``), for the rendezvous.
+
+    Node names need not resolve from the compute nodes, and several nodes may report the
+    same hostname (on the test cluster both hold; on real clusters neither is guaranteed),
+    so MASTER_ADDR is the node's address as the scheduler knows it: slurmd is reached there,
+    so the node's other ranks reach rank 0 there too. When scontrol does not answer:
+    the address of the node srun was started on (the batch step runs on the first node,
+    where rank 0 is), else the name itself.
+    """
+    proc = run_command(["scontrol", "show", "node", "-o", node], timeout=30, check=False)
+    for item in proc.stdout.split():
+        key, _, value = item.partition("=")
+        if key == "NodeAddr" and value and proc.returncode == 0:
+            return value
+    return os.environ.get("SLURM_LAUNCH_NODE_IPADDR") or node
+
+
+def last_ended_incarnation(job_id: str) -> tuple[str, str] | None:
+    """(state, node list) of the job's latest ended incarnation (``sacct --duplicates``: a
+    requeued job keeps one row per incarnation), or None without accounting or rows."""
+    proc = run_command(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "State,NodeList"],
+                       timeout=30, check=False)
+    ended = [line.split("|")[:2] for line in proc.stdout.splitlines() if line.count("|") >= 1]
+    ended = [(state.split()[0], nodes) for state, nodes in ended
+             if state.strip() and state.split()[0] not in ("RUNNING", "PENDING", "REQUEUED")]
+    return tuple(ended[-1]) if proc.returncode == 0 and ended else None  # type: ignore[return-value]
+
+
+def failed_nodes(nodes: str) -> str:
+    """Those of ``nodes`` that Slurm now calls down, drained or failed (the one that failed);
+    ``nodes`` itself when none is (the node is back already)."""
+    proc = run_command(["sinfo", "-h", "-N", "-n", nodes, "-t", "down,drain,fail,no_respond", "-o", "%N"],
+                       timeout=30, check=False)
+    down = sorted(set(proc.stdout.split())) if proc.returncode == 0 else []
+    return ",".join(down) or nodes
+
+
+def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, Any] | None) -> None:
+    """After Slurm requeued the job because a node failed (``--requeue``: state NODE_FAIL, the
+    job goes back to the queue and starts on nodes that are up), record it in run.json:
+    the node, the step the run had reached (progress.json, rewritten every few seconds), the
+    checkpoint step it resumes from and where. More than ``scheduler.max_node_failures``
+    fails the run instead: a job that keeps losing nodes should not keep the queue busy."""
+    from cluster.runs import now_iso
+
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not restart.isdigit() or int(restart) < 1:
+        return
+    ended = last_ended_incarnation(job_id)
+    if ended is None or ended[0] != "NODE_FAIL":
+        return
+    try:
+        reached = json.loads((run.path / PROGRESS_FILE).read_text()).get("global_step")
+    except (OSError, ValueError, AttributeError):
+        reached = None
+    resumed_from = resume.get("global_step", 0) if resume else 0
+    # progress.json is rewritten every few seconds only: the run got at least as far as its checkpoint.
+    reached = max(reached, resumed_from) if isinstance(reached, int) else resumed_from
+    failure = {"job_id": job_id, "restart": int(restart), "node": failed_nodes(ended[1]), "nodes": ended[1],
+               "failed_at_step": reached, "resumed_from_step": resumed_from,
+               "resumed_on": os.environ.get("SLURM_JOB_NODELIST", ""), "detected": now_iso()}
+    count = run.add_node_failure(failure)
+    limit = spec.scheduler.max_node_failures
+    if count > limit:
+        message = (f"node {failure['node']} failed; {count} node failures, more than scheduler.max_node_failures "
+                   f"({limit}); continue with: cluster resume {run.path}")
+        run.set_state("failed", error=message, ended=now_iso())
+        sys.stderr.write(f"cluster-train: {message}\n")  # the job's log: no CLI in a job
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------- doctor
 
 
@@ -225,6 +303,12 @@ class SlurmBackend(Backend):
 
     def inspect_hint(self, job_id: str) -> str:
         return f"squeue -j {job_id}"
+
+    def note_restart(self, run: Run, spec: JobSpec, job_id: str, resume: dict[str, Any] | None) -> None:
+        note_node_failure(run, spec, job_id, resume)
+
+    def rendezvous_address(self, first_node: str) -> str:
+        return node_address(first_node)
 
 
 BACKEND = SlurmBackend()

@@ -37,7 +37,7 @@ DIR = object()
 
 TOP_KEYS = "name, scheduler, resources, environment, output, train, command, vars, sweep"
 RESOURCE_KEYS = "queue, account, nodes, tasks_per_node, gpus_per_node, cpus_per_task, mem, time"
-SCHEDULER_KEYS = "kind, pbs_flavor, slurm_gpu_flag, extra_directives, skip_directives, max_requeues, signal_seconds"
+SCHEDULER_KEYS = "kind, pbs_flavor, slurm_gpu_flag, extra_directives, skip_directives, max_requeues, signal_seconds, max_node_failures"
 MEM_ALLOWED = "allowed: 16G, 16GB, 16GiB, 500M, or a plain number of GB"
 TIME_ALLOWED = "allowed: HH:MM:SS, D-HH:MM:SS, or minutes"
 NAME_ALLOWED = "allowed: letters, digits, '.', '_', '-', at most 64"

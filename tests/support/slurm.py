@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -192,3 +193,68 @@ def scancel(job_id: str | int) -> None:
 
 def _q(path: os.PathLike | str) -> str:
     return "'" + str(path).replace("'", "'\\''") + "'"
+
+
+# ------------------------------------------------------------------ nodes
+
+
+def job_nodes(job_id: str | int) -> str:
+    """The node list of a running job ('n1', 'n[1-2]'), '' when it has none."""
+    return run(["squeue", "-h", "-j", str(job_id), "-o", "%N"], timeout=20).stdout.strip()
+
+
+def _pids_with_env(name: str, value: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"{name}={value}".encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def crash_node(node: str, job_id: str | int) -> None:
+    """Make ``node`` fail under ``job_id`` as a crashed machine would: its slurmd dies, the
+    job's processes there vanish without a signal they could act on (no checkpoint on the
+    way out), and slurmctld is told the node is down (it would notice by itself only after
+    SlurmdTimeout). One machine plays both nodes, so "the job's processes on the node" are
+    those whose SLURMD_NODENAME is ``node``; they are frozen first, so that none reports an
+    exit before slurmctld has the node down.
+    """
+    state = os.environ.get("CLUSTER_TEST_STATE") or cluster_env()["CLUSTER_TEST_STATE"]
+    victims = [p for p in _pids_with_env("SLURM_JOB_ID", str(job_id)) if p in _pids_with_env("SLURMD_NODENAME", node)]
+    steps = [int(p) for p in run(["pgrep", "-f", rf"slurmstepd: \[{job_id}\."], check=False).stdout.split()]
+    for pid in steps + victims:
+        _signal(pid, "STOP")
+    _signal(int(Path(state, "run", f"slurmd-{node}.pid").read_text()), "KILL")
+    run(["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=crash_node"], timeout=20)
+    for pid in steps + victims:
+        _signal(pid, "KILL")
+
+
+def restore_node(node: str, timeout: float = 60) -> None:
+    """Bring a node back after `crash_node` or a manual DOWN: start its slurmd, resume it."""
+    state = os.environ.get("CLUSTER_TEST_STATE") or cluster_env()["CLUSTER_TEST_STATE"]
+    pidfile = Path(state, "run", f"slurmd-{node}.pid")
+    alive = pidfile.exists() and Path("/proc", pidfile.read_text().strip()).exists()
+    if not alive:
+        run(["slurmd", "-f", os.environ["SLURM_CONF"], "-N", node], timeout=30)
+    run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False, timeout=20)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], check=False, timeout=20).stdout.split()
+        if out and out[0] in ("idle", "mixed", "allocated"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"node {node} not back after {timeout}s")
+
+
+def _signal(pid: int, name: str) -> None:
+    try:
+        os.kill(pid, getattr(signal, f"SIG{name}"))
+    except ProcessLookupError:
+        pass
