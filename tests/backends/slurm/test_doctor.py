@@ -45,7 +45,7 @@ def test_probe_reports_the_compute_node(tmp_path):
 def test_probe_fails_when_gpus_are_requested_but_torch_sees_none(tmp_path):
     # The test cluster's GPUs are fake and torch is a CPU build: a GPU spec must not pass.
     proc = doctor("jobs/seed_convnet.yaml", "--probe", "--set", f"environment.python={PYTHON}",
-                  "--set", f"output.runs_dir={tmp_path}")
+                  "--set", f"output.runs_dir={tmp_path}", "--set", "resources.mem=1G")  # a node holds ~11 GB
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ok    module: cuda/11.1 is available" in proc.stdout
     assert "cuda/11.1" in proc.stdout.split("module list:", 1)[1]  # loaded on the compute node
