@@ -214,7 +214,8 @@ class PlainSpec(SimpleNamespace):
         scheduler = SimpleNamespace(kind="pbs", pbs_flavor=flavor, extra_directives=tuple(p.get("extra_directives", ())),
                                     skip_directives=(), signal_seconds=0, max_requeues=0)
         environment = SimpleNamespace(modules=tuple(p.get("modules", ())), setup=tuple(p.get("setup", ())),
-                                      tmpdir=p.get("tmpdir"), env=(), python=None)
+                                      tmpdir=p.get("tmpdir"), env=(), python=None, venv=None,
+                                      requirements=(), requirements_file=None)
         return cls(name=p.get("job_name", "submitit"), resources=resources, scheduler=scheduler,
                    environment=environment)
 
