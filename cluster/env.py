@@ -139,6 +139,10 @@ def build(spec: JobSpec, echo: Callable[[str], None], python: str | None = None)
     else:
         echo(f"pip temp: {tempfile.gettempdir()} (environment.tmpdir is null: pip uses the default)")
     if (venv / "pyvenv.cfg").is_file():
+        problem = venv_problem(venv)
+        if problem:  # python -m venv keeps an existing bin/python link, even a dangling one
+            raise ClusterError(f"environment.venv: {problem}, so it cannot be updated (its base Python is gone "
+                               f"or broken); remove {venv} and run cluster env again")
         echo(f"venv: updating {venv}")
     elif venv.exists() and (not venv.is_dir() or any(venv.iterdir())):
         raise ClusterError(f"environment.venv: {venv} exists and is not a virtualenv (no pyvenv.cfg); "

@@ -45,3 +45,21 @@ def test_doctor_warns_when_pip_temp_is_too_small(tmp_path, capsys, monkeypatch):
     assert "[default temp dir: environment.tmpdir is null]" in lines[i]
     assert "needs about 1073741824 GiB" in lines[i]
     assert lines[i + 1].startswith("      -> set environment.tmpdir to a directory on a larger filesystem")
+
+
+def test_cluster_env_refuses_to_update_a_broken_venv_in_one_line(tmp_path, capsys, monkeypatch):
+    """A venv whose base Python is gone: pip cannot run in it, and python -m venv would keep the
+    dangling link; cluster env says so before touching anything."""
+    monkeypatch.chdir(tmp_path)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /nonexistent/bin\n")
+    (venv / "bin" / "python").symlink_to("/nonexistent/bin/python3.11")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"extends: {REPO / 'jobs/smoke.yaml'}\nenvironment: {{venv: {venv}, tmpdir: {tmp_path}/t}}\n")
+    assert main(["env", str(spec)]) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"cluster env: environment.venv: {venv}/bin/python does not run (No such file or directory), "
+                                "so it cannot be updated (its base Python is gone or broken); remove "
+                                f"{venv} and run cluster env again"]
+    assert sorted(p.name for p in venv.iterdir()) == ["bin", "pyvenv.cfg"]
