@@ -13,11 +13,14 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from cluster import backends
 from cluster.errors import ClusterError, SpecError
 from train.contract import SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from cluster.status import Row
 
 EXAMPLES = {
     "check": "cluster check jobs/seed_convnet.yaml --set train.epochs=5",
@@ -150,8 +153,19 @@ def status_lines(rows: list) -> list[str]:
         table.append([r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
                       f"{format_duration(r.elapsed_seconds)}/{format_duration(r.walltime_seconds)}",
                       epoch, metric, str(r.requeues)])
-    return (format_table(table) + [f"{r.run_id}: {note}" for r in rows for note in r.notes]
+    return (format_table(table) + [line for r in rows if (line := waiting_line(r))]
+            + [f"{r.run_id}: {note}" for r in rows for note in r.notes]
             + [f"{r.run_id}: {r.diagnosis} -> {r.action}" for r in rows if r.diagnosis])
+
+
+def waiting_line(row: Row) -> str:
+    """Why a waiting run's job has not started and when the scheduler expects it to:
+    "smoke-...: pending (Resources), start estimate 2026-12-02T16:06:01"; '' when it says neither."""
+    if not (row.wait_reason or row.start_estimate):
+        return ""
+    line = f"{row.run_id}: {'requeued, ' if row.state == 'requeued' else ''}pending"
+    line += f" ({row.wait_reason})" if row.wait_reason else ""
+    return line + (f", start estimate {row.start_estimate}" if row.start_estimate else "")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 Sources, in order of trust:
 1. the run's own record: the job writes ``completed`` (and ``summary.json``) itself;
-2. the scheduler: Slurm's ``sacct`` for every job it knows, or, on clusters without
-   accounting, ``scontrol show job`` (running, pending and recently ended jobs); PBS's
+2. the scheduler: Slurm's ``sacct`` for every job it knows, and ``squeue --start`` for why
+   waiting jobs wait and when they should start, or, on clusters without accounting,
+   ``scontrol show job`` (running, pending and recently ended jobs); PBS's
    ``qstat``; the local executor's controller process;
 3. the run's record again when the scheduler has forgotten the job.
 """
@@ -48,6 +49,11 @@ class Row:
     scheduler_state: str = ""
     notes: list[str] = field(default_factory=list)
     """What happened to the run that its state does not say (a node failure it resumed after)."""
+    wait_reason: str = ""
+    """Why the scheduler has not started the waiting job (Slurm's ``Resources``, ``Priority``,
+    ``Dependency``, ``BeginTime`` after a requeue); empty when not waiting or none given."""
+    start_estimate: str = ""
+    """The scheduler's estimate of when the waiting job starts (its ISO text); empty when none."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +181,8 @@ def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo],
         path=str(run.path), scheduler_state=job.raw_state if job else "",
         notes=node_failure_notes(record) if not record.get("unreadable") else [],
     )
+    if job and state in ("pending", "requeued") and job.state in ("pending", "requeued"):
+        row.wait_reason, row.start_estimate = job.reason, job.start_estimate
     if record.get("unreadable"):
         row.diagnosis, row.action = record["error"], "fix or remove that run.json"
     elif state not in ("completed", "running", "pending", "requeued"):

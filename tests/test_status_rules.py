@@ -1,4 +1,5 @@
-"""``cluster.status.decide_state``: the run's own record against what the scheduler says.
+"""``cluster.status.decide_state``: the run's own record against what the scheduler says; and the
+line ``cluster status`` prints for a waiting run (why it waits, the start estimate).
 
 One table, no scheduler: each row is a run record, whether the run directory holds a
 ``summary.json``, the scheduler's answer (a ``JobInfo``, or ``None`` when it no longer knows
@@ -15,8 +16,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from cluster.backends import JobInfo
+from cluster.cli import status_lines
 from cluster.runs import Run
-from cluster.status import decide_state
+from cluster.status import Row, _row, decide_state
 
 
 class Case(NamedTuple):
@@ -77,3 +79,42 @@ def test_decide_state(case: Case, tmp_path: Path) -> None:
     if case.summary:
         (run_dir / "summary.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
     assert decide_state(_record(case), case.job, Run(run_dir)) == case.expected
+
+
+# ---------------------------------------------------------------- why a waiting run waits
+
+RUN_ID = "smoke-20261202-155923-0ffe30"
+
+
+@pytest.mark.parametrize("own, job_state, requeues, reason, estimate, line", [
+    ("pending", "pending", 0, "Resources", "2026-12-02T16:06:01",
+     f"{RUN_ID}: pending (Resources), start estimate 2026-12-02T16:06:01"),
+    ("pending", "pending", 0, "Dependency", "", f"{RUN_ID}: pending (Dependency)"),
+    ("pending", "pending", 0, "", "2026-12-02T16:56:02", f"{RUN_ID}: pending, start estimate 2026-12-02T16:56:02"),
+    ("requeued", "pending", 1, "BeginTime", "2026-12-02T15:57:28",
+     f"{RUN_ID}: requeued, pending (BeginTime), start estimate 2026-12-02T15:57:28"),
+    ("pending", "pending", 0, "", "", None),  # the scheduler says neither: no line
+    ("running", "running", 0, "Resources", "2026-12-02T16:06:01", None),  # not waiting: no line
+])
+def test_waiting_line(own: str, job_state: str, requeues: int, reason: str, estimate: str, line: str | None,
+                      tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / RUN_ID
+    run_dir.mkdir(parents=True)
+    record = {"state": own, "scheduler": "slurm", "requeues": requeues, "name": "smoke", "jobs": [{"job_id": "6"}]}
+    info = {("slurm", "6"): JobInfo(state=job_state, raw_state=job_state.upper(), reason=reason,
+                                    start_estimate=estimate)}
+    row = _row(Run(run_dir), record, info, "val_auc")
+    lines = status_lines([row])
+    waiting = [text for text in lines if text.startswith(f"{RUN_ID}:")]
+    assert waiting == ([line] if line else []), lines
+    data = row.to_dict()  # cluster status --json carries both
+    assert (data["wait_reason"], data["start_estimate"]) == ((reason, estimate) if line else ("", ""))
+
+
+def test_waiting_line_comes_before_notes_and_diagnoses() -> None:
+    rows = [Row(run_id="a", name="a", scheduler="slurm", job_id="1", state="pending", wait_reason="Priority",
+                notes=["node n1 failed at step 3; resumed on n2 from step 2"]),
+            Row(run_id="b", name="b", scheduler="slurm", job_id="2", state="failed", diagnosis="Python error",
+                action="cluster resume b")]
+    assert status_lines(rows)[-3:] == ["a: pending (Priority)", "a: node n1 failed at step 3; resumed on n2 from step 2",
+                                       "b: Python error -> cluster resume b"]

@@ -43,6 +43,11 @@ class JobInfo:
     exit_code: str = ""
     elapsed_seconds: int | None = None
     reason: str = ""
+    """Why the job is in its state: for a waiting job the scheduler's word (Slurm's
+    ``Resources``, ``Priority``, ``Dependency``, ``BeginTime``); empty when it gives none."""
+    start_estimate: str = ""
+    """When the scheduler expects a waiting job to start, as its ISO text
+    (``2026-12-02T16:06:01``, the scheduler's local time); empty when it has no estimate."""
 
 
 @dataclass

@@ -5,10 +5,13 @@ doctor checks."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +107,71 @@ def _slurm_state(raw: str) -> str:
     return SLURM_STATES.get(word, "unknown")
 
 
+WAITING = ("pending", "requeued")
+"""States in which a job waits for the scheduler, which may say why and until when."""
+
+
+def _word(text: str) -> str:
+    """Slurm's reason text, '' where it says there is none (``None``, ``(null)``)."""
+    text = text.strip()
+    return "" if text in ("None", "(null)", "N/A") else text
+
+
+def _estimate(text: str) -> str:
+    """A start estimate as Slurm prints it (``2026-12-02T16:06:01``); '' for ``N/A``,
+    ``Unknown`` or anything else that is not a time."""
+    text = text.strip()
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        return ""
+    return text
+
+
+def _array_record(job_id: str) -> tuple[str, str] | None:
+    """(parent, ranges) of the record Slurm keeps for an array's tasks that have not started:
+    ``7_[0-3,5]`` -> ('7', '0-3,5'); the ``%N`` throttle is dropped. None for any other id."""
+    parent, sep, tasks = job_id.partition("_")
+    if not sep or not tasks.startswith("[") or not tasks.endswith("]"):
+        return None
+    return parent, tasks[1:-1].split("%")[0]
+
+
+def _covers(ranges: str, task: str) -> bool:
+    """Array task ``task`` is one of ``ranges`` (``0-3,5``, ``1-15:2``)."""
+    if not task.isdigit():
+        return False
+    n = int(task)
+    for part in ranges.split(","):
+        span, _, step = part.partition(":")
+        low, _, high = span.partition("-")
+        if not (low.isdigit() and (high or low).isdigit() and (step or "1").isdigit()):
+            continue
+        first, last, every = int(low), int(high or low), max(1, int(step or 1))
+        if first <= n <= last and (n - first) % every == 0:
+            return True
+    return False
+
+
+def _for_ids(found: dict[str, JobInfo], ids: list[str]) -> dict[str, JobInfo]:
+    """``found``, plus each asked array task that Slurm lists only inside its array's record
+    of tasks not started yet (``7_[0-3]`` answers for ``7_2``), under the task's own id."""
+    out = dict(found)
+    records = [(rec, info) for key, info in found.items() if (rec := _array_record(key))]
+    for job_id in ids:
+        parent, sep, task = job_id.partition("_")
+        if job_id in out or not sep:
+            continue
+        for (array, ranges), info in records:
+            if array == parent and _covers(ranges, task):
+                out[job_id] = replace(info)
+                break
+    return out
+
+
 def _parse_sacct(text: str) -> dict[str, JobInfo]:
+    """``sacct -P -o JobID,State,ExitCode,ElapsedRaw,Reason`` lines. sacct's Reason is
+    ``None`` for a waiting job (slurmdbd is not told why it waits): squeue says."""
     jobs: dict[str, JobInfo] = {}
     for line in text.splitlines():
         fields = line.split("|")
@@ -112,40 +179,90 @@ def _parse_sacct(text: str) -> dict[str, JobInfo]:
             continue
         job_id, raw, exit_code, elapsed, reason = fields[:5]
         jobs[job_id] = JobInfo(state=_slurm_state(raw), raw_state=raw, exit_code=exit_code,
-                               elapsed_seconds=int(elapsed) if elapsed.isdigit() else None, reason=reason)
+                               elapsed_seconds=int(elapsed) if elapsed.isdigit() else None, reason=_word(reason))
+    return jobs
+
+
+def _parse_squeue_start(text: str) -> dict[str, JobInfo]:
+    """``squeue --start -o '%i|%S|%r'`` lines: why each waiting job waits and the scheduler's
+    start estimate (``N/A`` when it has none)."""
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|", 2)
+        if len(fields) == 3 and fields[0]:
+            jobs[fields[0]] = JobInfo(state="pending", reason=_word(fields[2]), start_estimate=_estimate(fields[1]))
     return jobs
 
 
 def _parse_scontrol(text: str) -> dict[str, JobInfo]:
+    """``scontrol show job -o`` lines; a waiting job's StartTime is the scheduler's estimate."""
     jobs: dict[str, JobInfo] = {}
     for line in text.splitlines():
-        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        # Values may hold spaces (Reason=ReqNodeNotAvail, UnavailableNodes:n1): split before each " Key=".
+        items = re.split(r" (?=[A-Za-z][A-Za-z0-9_:/]*=)", line.strip())
+        fields = dict(item.split("=", 1) for item in items if "=" in item)
         if "JobId" not in fields:
             continue
         job_id = fields["JobId"]
-        if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
-            job_id = f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+        task = fields.get("ArrayTaskId", "")
+        if fields.get("ArrayJobId") and task:
+            # A task that has started has its own line; those that have not share one (0-3).
+            job_id = f"{fields['ArrayJobId']}_{task}" if task.isdigit() else f"{fields['ArrayJobId']}_[{task}]"
         raw = fields.get("JobState", "")
-        jobs[job_id] = JobInfo(state=_slurm_state(raw), raw_state=raw, exit_code=fields.get("ExitCode", ""),
+        state = _slurm_state(raw)
+        jobs[job_id] = JobInfo(state=state, raw_state=raw, exit_code=fields.get("ExitCode", ""),
                                elapsed_seconds=parse_duration_text(fields.get("RunTime", "")),
-                               reason=fields.get("Reason", ""))
+                               reason=_word(fields.get("Reason", "")),
+                               start_estimate=_estimate(fields.get("StartTime", "")) if state in WAITING else "")
     return jobs
 
 
+def _add_waiting_details(found: dict[str, JobInfo], ids: list[str]) -> None:
+    """Why each waiting job of ``ids`` waits, and its start estimate: one ``squeue --start``
+    call for all of them, none when no job waits. Jobs sacct does not list yet are asked too:
+    slurmdbd learns of a job seconds after its submission (later still for one that waits for
+    its begin time), and a job that squeue lists as waiting is pending. Without an answer the
+    states stand alone."""
+    waiting = [job_id for job_id in ids if job_id not in found or found[job_id].state in WAITING]
+    if not waiting:
+        return
+    try:
+        proc = run_command(["squeue", "--start", "-h", "-j", ",".join(waiting), "-o", "%i|%S|%r"],
+                           timeout=30, check=False)
+    except SchedulerError:
+        return
+    # Exit 1 with only ids it no longer knows; with some known ones it prints those and exits 0.
+    starts = _for_ids(_parse_squeue_start(proc.stdout), waiting) if proc.returncode == 0 else {}
+    for job_id in waiting:
+        if job_id not in starts:
+            continue
+        known = found.get(job_id) or JobInfo(state="pending", raw_state="PENDING")
+        found[job_id] = replace(known, reason=starts[job_id].reason or known.reason,
+                                start_estimate=starts[job_id].start_estimate)
+
+
 def slurm_jobs(job_ids: list[str]) -> dict[str, JobInfo]:
-    """One ``sacct`` call; without accounting, one ``scontrol show job`` call instead."""
+    """One ``sacct`` call, and one ``squeue --start`` call when a job waits or sacct does not
+    list it (sacct knows neither why a job waits nor until when); without accounting one
+    ``scontrol show job`` call, which tells both."""
     ids = ids_of(job_ids)
     if not ids:
         return {}
+    # Array parents too: sacct lists the tasks that have not started only under theirs (7_[0-3]).
+    asked = ids_of(ids + [job_id.split("_")[0] for job_id in ids if "_" in job_id])
     try:
-        proc = run_command(["sacct", "-X", "-n", "-P", "-j", ",".join(ids),
+        proc = run_command(["sacct", "-X", "-n", "-P", "-j", ",".join(asked),
                             "-o", "JobID,State,ExitCode,ElapsedRaw,Reason"], timeout=30)
-        return _parse_sacct(proc.stdout)
     except SchedulerError as err:
         if "accounting storage is disabled" not in err.stderr.lower() and err.returncode != 127:
             raise
+    else:
+        found = _for_ids(_parse_sacct(proc.stdout), ids)
+        _add_waiting_details(found, ids)
+        return found
     proc = run_command(["scontrol", "show", "job", "-o"], timeout=30)
-    return {k: v for k, v in _parse_scontrol(proc.stdout).items() if k.split("_")[0] in ids or k in ids}
+    known = {k: v for k, v in _parse_scontrol(proc.stdout).items() if k.split("_")[0] in ids or k in ids}
+    return _for_ids(known, ids)
 
 
 # ---------------------------------------------------------------- inside the job
