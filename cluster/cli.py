@@ -78,6 +78,18 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def local_gpu_note(spec, kind: str) -> str | None:
+    """The local executor allocates no GPUs: a spec that asks for some is told so at submit
+    (the job's log then says on which device it trains; torch is not imported here)."""
+    from cluster import backends
+
+    gpus = spec.resources.gpus_per_node
+    if backends.get(kind).allocates_gpus or not gpus or spec.command or spec.train.device == "cpu":
+        return None
+    return (f"warning: resources.gpus_per_node is {gpus}, but the local executor allocates no GPUs: the job uses "
+            f"this machine's own, and trains on the CPU when torch sees none (its log says which)")
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster.spec import load_spec
     from cluster.status import wait_for
@@ -90,6 +102,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"run {run.id}: submitted to {run.scheduler()} as job {job_id}")
     print(f"  run directory: {run.path}")
     print(f"  logs: cluster logs {run.path}   (files in {run.logs_dir})")
+    note = local_gpu_note(spec, run.scheduler())
+    if note:
+        print(note, file=sys.stderr)
     if not args.wait:
         return 0
     row = wait_for(run, echo)

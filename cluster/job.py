@@ -75,6 +75,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         if rank == 0:
             backend.note_restart(run, spec, env.job_id, resume)  # a node failure before this attempt
             _start_attempt(run, env.job_id, resume)
+            if not backend.allocates_gpus and spec.train.device == "auto":
+                from train.device import unallocated_gpus_note
+
+                note = unallocated_gpus_note(spec.resources.gpus_per_node)
+                if note:  # auto falls back to the CPU here, legitimately, but never silently
+                    _say(f"cluster-train: {note}", stderr=True)
 
         distributed = env.num_tasks > 1
         if distributed:
@@ -130,13 +136,11 @@ def continue_after_checkpoint(run: Run, spec: Any, backend: Any, env: Any, reaso
         raise UncompletedJobError(message)
     run.set_state("requeued", stop_reason=reason)
     remaining = spec.scheduler.max_requeues - record.get("requeues", 0)
-    if backend.continues_in_new_job:
-        new_job = backend.continue_job(env, run, remaining)
+    new_job = backend.continue_job(env, run, spec, remaining,
+                                   lambda line: _say(f"cluster-train: checkpointed ({reason}); {line}"))
+    if new_job:
         run.add_job(new_job, "continue")
         _say(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}")
-    else:
-        _say(f"cluster-train: checkpointed ({reason}); requeueing job {env.job_id}")
-        backend.continue_job(env, run, remaining)
     sys.exit(0)
 
 

@@ -34,6 +34,7 @@ __all__ = [
 
 PBS_FLAVORS = ("pbspro", "torque")
 SLURM_GPU_FLAGS = ("gres", "gpus", "gpus-per-node")
+CONTINUATIONS = ("requeue", "chain")
 
 # Values that end up inside #SBATCH/#PBS lines or unquoted shell words.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -230,6 +231,10 @@ class SchedulerConfig:
     max_node_failures: int = 2
     """How often a run resumes by itself after a node failed under it (Slurm requeues the job
     on the healthy nodes); one more failure fails the run (``cluster resume`` goes on)."""
+    continuation: str = "requeue"
+    """How a checkpointed Slurm job goes on: ``requeue`` (``scontrol requeue`` of the same job;
+    where the site refuses it, a dependency chain instead) or ``chain`` (always a new job,
+    ``sbatch --dependency=afterany:<job>`` of the same script). PBS jobs always chain."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,8 @@ class JobSpec:
                 "skip_directives": list(self.scheduler.skip_directives),
                 "max_requeues": self.scheduler.max_requeues,
                 "signal_seconds": self.scheduler.signal_seconds,
+                "max_node_failures": self.scheduler.max_node_failures,
+                "continuation": self.scheduler.continuation,
             },
             "resources": {
                 "queue": res.queue,
@@ -955,6 +962,7 @@ def _scheduler_section(data: dict) -> SchedulerConfig:
         signal_seconds=_count(s, "scheduler", "signal_seconds", 120, minimum=0, maximum=MAX_SIGNAL_SECONDS,
                               why="; Slurm's --signal takes at most 65535 seconds"),
         max_node_failures=_count(s, "scheduler", "max_node_failures", 2, minimum=0, maximum=MAX_REQUEUES),
+        continuation=_choice(s, "scheduler", "continuation", CONTINUATIONS, "requeue"),
     )
 
 

@@ -65,11 +65,11 @@ class Check:
         return text + (f"\n      -> {self.hint}" if self.hint and self.status != "ok" else "")
 
 
-def run_command(cmd: list[str], *, timeout: float = COMMAND_TIMEOUT,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_command(cmd: list[str], *, timeout: float = COMMAND_TIMEOUT, check: bool = True,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a scheduler command; on failure raise SchedulerError with its own stderr."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except FileNotFoundError:
         raise SchedulerError(cmd, 127, f"{cmd[0]}: command not found") from None
     except subprocess.TimeoutExpired:
@@ -113,14 +113,15 @@ class Backend:
     """Directive prefix of its batch scripts (``#SBATCH``)."""
     detect_order: int = 100
     """``scheduler.kind: auto`` tries backends by this order; the local backend comes last."""
+    allocates_gpus: bool = True
+    """The scheduler hands jobs their GPUs (not the local executor: a job there sees this
+    machine's)."""
     has_modules: bool = True
     """Jobs run where the site's environment modules are (the local executor: this machine)."""
     forgotten_job_is_dead: bool = False
     """A job the scheduler no longer knows of cannot run again (the local controller)."""
     runs_arrays: bool = True
     """Sweeps go as one array job; otherwise one job trains the tasks in turn."""
-    continues_in_new_job: bool = False
-    """After a checkpointed stop the job submits its continuation (PBS) instead of requeueing."""
 
     # --- presence
     def available(self) -> bool:
@@ -169,12 +170,15 @@ class Backend:
         node names need not resolve (Slurm's) asks the scheduler for the node's address."""
         return first_node
 
-    def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
+    def continue_job(self, env: Any, run: Run, spec: JobSpec, remaining: int,
+                     say: Callable[[str], None]) -> str | None:
         """After a checkpointed stop: make the run go on (requeue, continuation job, restart).
 
-        Returns the id of a new job when one was submitted; may exit the process.
+        Returns the id of a new job when one was submitted (the caller records it); may exit
+        the process. ``say`` writes a line to the job's log, before the process may be gone.
         """
-        env._requeue(remaining)  # submitit: Slurm's scontrol requeue, the local controller's restart
+        say(f"requeueing job {env.job_id}")
+        env._requeue(remaining)  # submitit: the local controller's restart
         return None
 
     # --- cluster doctor

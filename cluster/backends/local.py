@@ -40,6 +40,7 @@ class LocalBackend(Backend):
     dialects = ()
     detect_order = 1000
     has_modules = False
+    allocates_gpus = False
     forgotten_job_is_dead = True
     runs_arrays = False
 

@@ -19,7 +19,7 @@ from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_
 from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
-from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE
+from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV
 
 if TYPE_CHECKING:
     from cluster.runs import Run
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 PREFIX = "#SBATCH"
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
+CONTINUATIONS_ENV = "CLUSTER_CONTINUATIONS"
+"""How many links of a dependency chain came before this job (the standalone script's count)."""
 
 SLURM_STATES = {
     "PENDING": "pending", "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running",
@@ -86,17 +88,38 @@ def workdir_lines() -> list[str]:
 
 
 def requeue_lines(spec: JobSpec) -> list[str]:
+    """The standalone script's continuation after a checkpointed stop (exit 75).
+
+    ``continuation: requeue`` tries ``scontrol requeue`` first; where the site refuses it, and
+    always for ``chain``, the script submits itself again (``$0``, Slurm's copy of the batch
+    script, read by sbatch at once) to start after this job ends. Both count against
+    ``max_requeues``: SLURM_RESTART_COUNT counts requeues, CLUSTER_CONTINUATIONS links of the
+    chain (``env -u`` keeps this job's restart count out of the new job).
+    """
     limit = spec.scheduler.max_requeues
-    return [
+    lines = [
         f'if [ "$status" -eq {EXIT_REQUEUE} ]; then',
-        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {limit} ]; then',
-        '        echo "cluster-train: checkpointed; requeueing job $SLURM_JOB_ID" >&2',
-        '        scontrol requeue "$SLURM_JOB_ID" && exit 0',
-        "    fi",
-        f'    echo "cluster-train: checkpointed but out of requeues ({limit});'
+        f'    if [ $(( ${{SLURM_RESTART_COUNT:-0}} + ${{{CONTINUATIONS_ENV}:-0}} )) -ge {limit} ]; then',
+        f'        echo "cluster-train: checkpointed but out of requeues ({limit}); continue with: cluster resume $RUN_DIR" >&2',
+        "    else",
+    ]
+    if spec.scheduler.continuation == "requeue":
+        lines += [
+            '        echo "cluster-train: checkpointed; requeueing job $SLURM_JOB_ID" >&2',
+            '        scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            '        echo "cluster-train: scontrol requeue refused; continuing through a dependency chain" >&2',
+        ]
+    lines += [
+        f'        next=$(env -u SLURM_RESTART_COUNT {CONTINUATIONS_ENV}=$(( ${{{CONTINUATIONS_ENV}:-0}} + 1 ))'
+        f' {RUN_DIR_ENV}="$RUN_DIR" sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID"'
+        ' ${SLURM_ARRAY_TASK_ID:+--array=$SLURM_ARRAY_TASK_ID} "$0") &&',
+        '            { echo "cluster-train: checkpointed; continuing as job ${next%%;*}" >&2; exit 0; }',
+        '        echo "cluster-train: checkpointed, but no continuation could be submitted;'
         ' continue with: cluster resume $RUN_DIR" >&2',
+        "    fi",
         "fi",
     ]
+    return lines
 
 
 # ---------------------------------------------------------------- state
@@ -333,11 +356,80 @@ def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, An
     count = run.add_node_failure(failure)
     limit = spec.scheduler.max_node_failures
     if count > limit:
-        message = (f"node {failure['node']} failed; {count} node failures, more than scheduler.max_node_failures "
-                   f"({limit}); continue with: cluster resume {run.path}")
+        message = (f"node {failure['node']} failed; {count} node failure{'s' if count != 1 else ''} in this run, "
+                   f"more than scheduler.max_node_failures ({limit}); continue with: cluster resume {run.path}")
         run.set_state("failed", error=message, ended=now_iso())
         sys.stderr.write(f"cluster-train: {message}\n")  # the job's log: no CLI in a job
         sys.exit(1)
+
+
+def requeue_refusal(job_id: str) -> str | None:
+    """``scontrol requeue`` of the job: None when Slurm took it, else why not (its message).
+
+    Sites may forbid users to requeue (``scontrol`` answers e.g. "Access/permission denied")."""
+    try:
+        proc = run_command(["scontrol", "requeue", job_id], timeout=60, check=False)
+    except SchedulerError as err:
+        return err.stderr.strip() or str(err)
+    if proc.returncode == 0:
+        return None
+    text = (proc.stderr or proc.stdout).strip()
+    return text.splitlines()[-1][:300] if text else f"exit status {proc.returncode}"
+
+
+# Set for this job by Slurm (SLURM_*) and by the launcher (torch's rendezvous): a continuation
+# submitted from inside the job must get its own, not these (a stale SLURM_RESTART_COUNT would
+# count requeues the new job never had). SLURM_CONF names the cluster: it stays.
+_JOB_OWN_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                      "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE")
+
+
+def continuation_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment sbatch runs in for a continuation: the job's, less what is the job's own."""
+    environ = dict(os.environ if environ is None else environ)
+    return {key: value for key, value in environ.items()
+            if key not in _JOB_OWN_VARIABLES and (not key.startswith("SLURM_") or key == "SLURM_CONF")}
+
+
+def submit_continuation(job_key: str, folder: Path) -> str:
+    """The next link of a dependency chain: ``sbatch --dependency=afterany:<job>`` of the job's
+    saved submission script, its submission pickle copied under the new job's id (submitit
+    reads it there; the new job cannot start before this one ends). An array task continues
+    as the same index of a one-task array, so its id, log names and pickle keep their form.
+    Returns the new job's key."""
+    from submitit.core import utils
+
+    parent, _, task = job_key.partition("_")
+    script = folder / f"{job_key}_submission.sh"
+    if not script.exists():
+        script = folder / f"{parent}_submission.sh"  # an array's script is saved under its parent id
+    cmd = ["sbatch", "--parsable", f"--dependency=afterany:{job_key}"]
+    if task:
+        cmd.append(f"--array={task}")
+    proc = run_command([*cmd, str(script.resolve())], env=continuation_environment())
+    new_id = proc.stdout.strip().split(";")[0]
+    new_key = f"{new_id}_{task}" if task else new_id
+    old, new = utils.JobPaths(folder, job_id=job_key), utils.JobPaths(folder, job_id=new_key)
+    shutil.copyfile(old.submitted_pickle, new.submitted_pickle)
+    shutil.copyfile(script.resolve(), new.submission_file)  # the next link finds it under its own id
+    return new_key
+
+
+def continue_job(env: Any, run: Run, spec: JobSpec, say: Any) -> str | None:
+    """Requeue the job (``continuation: requeue``) or, where Slurm refuses that or the spec asks
+    for ``chain``, submit the next link of a dependency chain; record a refusal in run.json."""
+    from cluster.runs import now_iso
+
+    job_id = str(env.job_id)
+    if spec.scheduler.continuation == "requeue":
+        say(f"requeueing job {job_id}")
+        refused = requeue_refusal(job_id)
+        if refused is None:
+            return None
+        say(f"scontrol requeue refused ({refused}); continuing through a dependency chain")
+        run.update(lambda record: record.setdefault("requeue_refused", []).append(
+            {"job_id": job_id, "message": refused, "when": now_iso()}))
+    return submit_continuation(job_id, run.logs_dir)
 
 
 # ---------------------------------------------------------------- doctor
@@ -426,6 +518,9 @@ class SlurmBackend(Backend):
 
     def rendezvous_address(self, first_node: str) -> str:
         return node_address(first_node)
+
+    def continue_job(self, env: Any, run: Run, spec: JobSpec, remaining: int, say: Any) -> str | None:
+        return continue_job(env, run, spec, say)
 
 
 BACKEND = SlurmBackend()

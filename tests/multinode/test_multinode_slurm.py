@@ -140,3 +140,29 @@ def test_a_crashed_node_resumes_the_run_on_the_other_node(tmp_path: Path) -> Non
     assert f"node {node} failed at step {failure['failed_at_step']}; resumed on {other}" in status.stdout
     # The resumed run is the uninterrupted one, bit for bit.
     assert shas(run, 1) == {reference_sha(SPEC, [o for o in one_task if o.startswith("train.")])}
+
+
+def test_more_node_failures_than_allowed_fail_the_run_with_a_resume_hint(tmp_path: Path) -> None:
+    run = submit(tmp_path, "--set", "resources.tasks_per_node=1", "--set", "train.epochs=6",
+                 "--set", "train.data.samples=8000", "--set", "train.checkpoint.every_steps=40",
+                 "--set", "scheduler.max_node_failures=0")
+    job_id = run.current_job_id()
+    wait_until(lambda: (resume_point(run.path) or {}).get("global_step", 0) > 0, 180, "a periodic checkpoint",
+               poll=0.1)
+    node = sh.job_nodes(job_id)
+    sh.crash_node(node, job_id)
+    try:
+        wait_until(lambda: run.read().get("state") in ("completed", "failed"), 300, "the run to end", poll=0.3)
+        status = cluster_cmd("status", str(run.path), cwd=tmp_path)
+    finally:
+        sh.restore_node(node)
+        sh.scancel(job_id)
+
+    record = run.read()
+    assert record["state"] == "failed"
+    assert record["error"] == (f"node {node} failed; 1 node failure in this run, more than scheduler.max_node_failures (0); "
+                               f"continue with: cluster resume {run.path}")
+    (failure,) = record["node_failures"]
+    assert failure["node"] == node
+    assert "summary.json" not in {p.name for p in run.path.iterdir()}  # it did not train on
+    assert "failed" in status.stdout and f"cluster resume {run.path}" in status.stdout

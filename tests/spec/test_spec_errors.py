@@ -37,7 +37,7 @@ DIR = object()
 
 TOP_KEYS = "name, scheduler, resources, environment, output, train, command, vars, sweep"
 RESOURCE_KEYS = "queue, account, nodes, tasks_per_node, gpus_per_node, cpus_per_task, mem, time"
-SCHEDULER_KEYS = "kind, pbs_flavor, slurm_gpu_flag, extra_directives, skip_directives, max_requeues, signal_seconds, max_node_failures"
+SCHEDULER_KEYS = "kind, pbs_flavor, slurm_gpu_flag, extra_directives, skip_directives, max_requeues, signal_seconds, max_node_failures, continuation"
 MEM_ALLOWED = "allowed: 16G, 16GB, 16GiB, 500M, or a plain number of GB"
 TIME_ALLOWED = "allowed: HH:MM:SS, D-HH:MM:SS, or minutes"
 NAME_ALLOWED = "allowed: letters, digits, '.', '_', '-', at most 64"
@@ -65,6 +65,8 @@ CASES = [
     case("unknown-top-key", job("bogus: 1\n"), f"job.yaml: bogus: unknown key (valid: {TOP_KEYS})"),
     case("unknown-resources-key", job("resources: {gpus: 1}\n"),
          f"job.yaml: resources.gpus: unknown key (valid: {RESOURCE_KEYS})"),
+    case("bad-continuation", job("scheduler: {continuation: resubmit}\n"),
+         "job.yaml: scheduler.continuation: unknown value 'resubmit' (allowed: requeue, chain)"),
     case("unknown-scheduler-key", job("scheduler: {type: slurm}\n"),
          f"job.yaml: scheduler.type: unknown key (valid: {SCHEDULER_KEYS})"),
     case("unknown-environment-key", job("environment: {module: [cuda]}\n"),
@@ -463,6 +465,8 @@ scheduler:
   slurm_gpu_flag: gpus-per-node
   extra_directives: ["--constraint=a100", "--exclusive"]
   skip_directives: [--requeue]
+  max_node_failures: 1
+  continuation: chain
 resources:
   nodes: 2
   gpus_per_node: 4

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from cluster.backends.base import Backend, Check, JobInfo, answers, run_command
 from cluster.backends.pbs import script
@@ -56,7 +56,6 @@ def pbs_jobs(job_ids: list[str], flavor: str) -> dict[str, JobInfo]:
 class PBSBackend(script.PBSScripts, Backend):
     kind = "pbs"
     detect_order = 20
-    continues_in_new_job = True
 
     def available(self) -> bool:
         from cluster.backends.pbs.executor import pbs_answers  # the plugin's own test (affinity)
@@ -78,7 +77,8 @@ class PBSBackend(script.PBSScripts, Backend):
     def cancel(self, job_id: str, run: Run) -> None:
         run_command(["qdel", job_id])
 
-    def continue_job(self, env: Any, run: Run, remaining: int) -> str | None:
+    def continue_job(self, env: Any, run: Run, spec: JobSpec, remaining: int,
+                     say: Callable[[str], None]) -> str | None:
         """PBS jobs cannot requeue themselves: submit the continuation, which waits for us to end."""
         from cluster.backends.pbs.executor import continue_job
 

@@ -27,6 +27,8 @@ scheduler:
   skip_directives: []
   max_requeues: 3
   signal_seconds: 120
+  max_node_failures: 2
+  continuation: requeue
 resources:
   queue: cpu
   account: null

@@ -40,6 +40,8 @@ scheduler:
   skip_directives: []
   max_requeues: 3
   signal_seconds: 120
+  max_node_failures: 2
+  continuation: requeue
 resources:
   queue: gpu
   account: null
@@ -90,11 +92,16 @@ trap 'kill -USR2 "$child" 2>/dev/null' USR2 TERM
 wait "$child"; status=$?
 while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
 if [ "$status" -eq 75 ]; then
-    if [ "${SLURM_RESTART_COUNT:-0}" -lt 3 ]; then
+    if [ $(( ${SLURM_RESTART_COUNT:-0} + ${CLUSTER_CONTINUATIONS:-0} )) -ge 3 ]; then
+        echo "cluster-train: checkpointed but out of requeues (3); continue with: cluster resume $RUN_DIR" >&2
+    else
         echo "cluster-train: checkpointed; requeueing job $SLURM_JOB_ID" >&2
         scontrol requeue "$SLURM_JOB_ID" && exit 0
+        echo "cluster-train: scontrol requeue refused; continuing through a dependency chain" >&2
+        next=$(env -u SLURM_RESTART_COUNT CLUSTER_CONTINUATIONS=$(( ${CLUSTER_CONTINUATIONS:-0} + 1 )) CLUSTER_RUN_DIR="$RUN_DIR" sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" ${SLURM_ARRAY_TASK_ID:+--array=$SLURM_ARRAY_TASK_ID} "$0") &&
+            { echo "cluster-train: checkpointed; continuing as job ${next%%;*}" >&2; exit 0; }
+        echo "cluster-train: checkpointed, but no continuation could be submitted; continue with: cluster resume $RUN_DIR" >&2
     fi
-    echo "cluster-train: checkpointed but out of requeues (3); continue with: cluster resume $RUN_DIR" >&2
 fi
 
 exit "$status"

@@ -26,6 +26,8 @@ scheduler:
   - walltime
   max_requeues: 3
   signal_seconds: 120
+  max_node_failures: 2
+  continuation: requeue
 resources:
   queue: cpu
   account: null

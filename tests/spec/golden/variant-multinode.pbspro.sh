@@ -44,6 +44,8 @@ scheduler:
   - --requeue
   max_requeues: 3
   signal_seconds: 120
+  max_node_failures: 2
+  continuation: requeue
 resources:
   queue: gpu
   account: proj-1
