@@ -203,7 +203,9 @@ def node_failure_notes(record: dict[str, Any]) -> list[str]:
             continue
         step = failure.get("failed_at_step")
         line = f"node {failure.get('node', '?')} failed" + (f" at step {step}" if isinstance(step, int) else "")
-        if failure.get("resumed_on"):
+        if failure.get("gave_up"):
+            line += f"; not resumed: {failure['gave_up']}"
+        elif failure.get("resumed_on"):
             line += f"; resumed on {failure['resumed_on']} from step {failure.get('resumed_from_step', 0)}"
         notes.append(line)
     return notes

@@ -118,3 +118,16 @@ def test_waiting_line_comes_before_notes_and_diagnoses() -> None:
                 action="cluster resume b")]
     assert status_lines(rows)[-3:] == ["a: pending (Priority)", "a: node n1 failed at step 3; resumed on n2 from step 2",
                                        "b: Python error -> cluster resume b"]
+
+
+def test_node_failure_notes_say_whether_the_run_resumed() -> None:
+    from cluster.status import node_failure_notes
+
+    record = {"node_failures": [
+        {"node": "n1", "failed_at_step": 40, "resumed_from_step": 40, "resumed_on": "n2"},
+        {"node": "n2", "failed_at_step": 90, "resumed_from_step": 80, "resumed_on": "n1",
+         "gave_up": "more than scheduler.max_node_failures (1)"},
+        "not a dict"]}
+    assert node_failure_notes(record) == [
+        "node n1 failed at step 40; resumed on n2 from step 40",
+        "node n2 failed at step 90; not resumed: more than scheduler.max_node_failures (1)"]

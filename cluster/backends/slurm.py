@@ -353,8 +353,11 @@ def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, An
     failure = {"job_id": job_id, "restart": int(restart), "node": failed_nodes(ended[1]), "nodes": ended[1],
                "failed_at_step": reached, "resumed_from_step": resumed_from,
                "resumed_on": os.environ.get("SLURM_JOB_NODELIST", ""), "detected": now_iso()}
-    count = run.add_node_failure(failure)
     limit = spec.scheduler.max_node_failures
+    count = len(run.read().get("node_failures") or []) + 1
+    if count > limit:
+        failure["gave_up"] = f"more than scheduler.max_node_failures ({limit})"
+    count = run.add_node_failure(failure)
     if count > limit:
         message = (f"node {failure['node']} failed; {count} node failure{'s' if count != 1 else ''} in this run, "
                    f"more than scheduler.max_node_failures ({limit}); continue with: cluster resume {run.path}")

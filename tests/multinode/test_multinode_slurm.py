@@ -153,6 +153,7 @@ def test_more_node_failures_than_allowed_fail_the_run_with_a_resume_hint(tmp_pat
     sh.crash_node(node, job_id)
     try:
         wait_until(lambda: run.read().get("state") in ("completed", "failed"), 300, "the run to end", poll=0.3)
+        assert sh.wait_job(job_id, timeout=60) == "FAILED"
         status = cluster_cmd("status", str(run.path), cwd=tmp_path)
     finally:
         sh.restore_node(node)
@@ -165,4 +166,6 @@ def test_more_node_failures_than_allowed_fail_the_run_with_a_resume_hint(tmp_pat
     (failure,) = record["node_failures"]
     assert failure["node"] == node
     assert "summary.json" not in {p.name for p in run.path.iterdir()}  # it did not train on
-    assert "failed" in status.stdout and f"cluster resume {run.path}" in status.stdout
+    assert f"node {node} failed at step {failure['failed_at_step']}; not resumed: more than " \
+           "scheduler.max_node_failures (0)" in status.stdout
+    assert "failed" in status.stdout and f"cluster resume {run.path}" in status.stdout, status.stdout
