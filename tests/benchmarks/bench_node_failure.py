@@ -3,7 +3,8 @@ healthy node, and how much work is redone, beside the checkpoint interval.
 
 For each checkpoint interval (``train.checkpoint.every_steps``, side by side, alternating
 trials), a 1-task run of jobs/ddp_smoke.yaml is submitted to the two-node test cluster; once
-it has written two periodic checkpoints, the node it runs on is crashed at a random moment
+it has written two periodic checkpoints (intervals dividing the 4,000-step epoch, whose end
+also checkpoints), the node it runs on is crashed at a random moment
 of a checkpoint interval (tests/support/slurm.py ``crash_node``: its slurmd killed, the
 job's processes frozen then killed, the node set DOWN). Slurm requeues the job (NODE_FAIL),
 it starts on the other node and resumes from the last checkpoint. Measured per trial:
@@ -19,7 +20,7 @@ it starts on the other node and resumes from the last checkpoint. Measured per t
 The test cluster holds a requeued job back for its credential lifetime (AuthInfo
 cred_expire=10; Slurm's default is 120 s, so expect ~110 s more on a default site).
 
-    .venv/bin/python tests/benchmarks/bench_node_failure.py [--trials 2] [--intervals 40,160]
+    .venv/bin/python tests/benchmarks/bench_node_failure.py [--trials 2] [--intervals 500,2000]
 
 Skips (exit 0) when the test cluster is down; exit 1 when a trial does not recover.
 """
@@ -44,7 +45,9 @@ SPEC = REPO / "jobs/ddp_smoke.yaml"
 
 
 def submit(workdir: Path, every_steps: int) -> Path:
-    sets = ["resources.tasks_per_node=1", "train.epochs=200", "train.data.samples=8000",
+    # 160,000 samples: 4,000 steps per epoch, a multiple of each interval, so that the epoch-end
+    # checkpoint falls on the interval's grid (every checkpoint is then `every_steps` apart).
+    sets = ["resources.tasks_per_node=1", "train.epochs=50", "train.data.samples=160000",
             f"train.checkpoint.every_steps={every_steps}", "train.checkpoint.keep=3"]
     proc = subprocess.run([*cluster_script(), "submit", str(SPEC), "--executor", "slurm",
                            *[a for s in sets for a in ("--set", s)]], cwd=workdir, capture_output=True, text=True,
@@ -128,7 +131,7 @@ def trial(every_steps: int, rng: random.Random) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=2, help="trials per checkpoint interval")
-    parser.add_argument("--intervals", default="40,160", help="train.checkpoint.every_steps values")
+    parser.add_argument("--intervals", default="500,2000", help="train.checkpoint.every_steps values")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     use_slurm("bench_node_failure")
@@ -147,13 +150,13 @@ def main() -> int:
                 failed = True
                 continue
             results[every].append(result)
-            print(f"  every {every:>4} steps ({result['interval_s']:.1f} s): recovery {result['recovery_s']:.1f} s "
+            print(f"  every {every:>4} steps ({result['interval_s']:.1f} s at {result['rate']:.0f} steps/s): recovery {result['recovery_s']:.1f} s "
                   f"(to attempt {result['to_attempt_s']:.1f} s + start-up {result['startup_s']:.1f} s), lost "
                   f"{result['lost_s']:.1f} s = ~{result['lost_steps']:.0f} steps, resumed from step "
                   f"{result['resumed_from']:.0f}, run.json node_failures: {'yes' if result['recorded'] else 'NO'}")
             failed |= not result["recorded"] or result["resumed_from"] != result["checkpoint_step"]
     print()
-    print(f"{'checkpoint every':>22} | {'recovery s (median)':>19} | {'lost s (median)':>15} | "
+    print(f"{'checkpoint every':>24} | {'recovery s (median)':>19} | {'lost s (median)':>15} | "
           f"{'steps lost (median)':>19} | lost / interval")
     for every, rows in results.items():
         if not rows:

@@ -117,6 +117,52 @@ def test_scontrol_requeue_of_a_two_node_job_resumes_exactly(tmp_path: Path, two_
     assert shas(run, 2) == {two_node_reference()}
 
 
+def test_a_signal_to_one_node_stops_every_rank_at_the_same_step(tmp_path: Path, two_node_reference) -> None:
+    """USR2 to the rank on n2 only (as when one node's slurmd warns first): both ranks stop at
+    the same step, rank 0 checkpoints and requeues, and the run ends as the uninterrupted one."""
+    run = submit(tmp_path, *TWO_NODES, *LONGER)
+    job_id = run.current_job_id()
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and len(rank_nodes(job_id)) == 2, 180,
+               "the first epoch on both nodes")
+    on_n2 = [pid for pid in sh._pids_with_env("SLURM_JOB_ID", job_id)
+             if pid in sh._pids_with_env("SLURMD_NODENAME", "n2") and pid in sh._pids_with_env("SLURM_PROCID", "1")
+             and "python" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()]
+    assert on_n2, "no rank-1 python process on n2"
+    for pid in on_n2:
+        sh._signal(pid, "USR2")
+    finish(run, job_id)
+
+    logs = [(run.logs_dir / f"{job_id}_{rank}_log.out").read_text() for rank in (0, 1)]
+    stops = [[line for line in log.splitlines() if line.startswith("stopping (")] for log in logs]
+    assert stops[0] and stops[0] == stops[1], stops  # the same reason, epoch and step on both ranks
+    assert f"requeueing job {job_id}" in logs[0] and "resumed from ckpt-" in logs[1]
+    assert run.read()["requeues"] >= 1
+    assert shas(run, 2) == {two_node_reference()}
+
+
+def test_a_two_node_job_that_cannot_fit_waits_and_status_says_why(tmp_path: Path) -> None:
+    sh.run(["scontrol", "update", "NodeName=n2", "State=DOWN", "Reason=maintenance"], timeout=20)
+    try:
+        run = submit(tmp_path, *TWO_NODES)
+        job_id = run.current_job_id()
+        wait_until(lambda: (sh.show_job(job_id) or {}).get("Reason", "None") != "None", 60, "a pending reason")
+        status = cluster_cmd("status", str(run.path), "--json", cwd=tmp_path)
+        (row,) = json.loads(status.stdout)
+        text = cluster_cmd("status", str(run.path), cwd=tmp_path).stdout
+    finally:
+        sh.restore_node("n2")
+    try:
+        assert row["state"] == "pending", row
+        # Slurm's words for it change as the scheduler looks again: "ReqNodeNotAvail,
+        # UnavailableNodes:n2", then "Nodes required for job are DOWN, DRAINED or reserved ...".
+        waits = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "Resources")
+        assert row["wait_reason"].startswith(waits), row
+        assert any(line.startswith(tuple(f"{run.id}: pending ({w}" for w in waits)) for line in text.splitlines()), text
+        finish(run, job_id)  # n2 back: the job starts and completes
+    finally:
+        sh.scancel(job_id)
+
+
 def test_a_crashed_node_resumes_the_run_on_the_other_node(tmp_path: Path) -> None:
     one_task = ["--set", "resources.tasks_per_node=1", "--set", "train.epochs=6", "--set", "train.data.samples=8000",
                 "--set", "train.checkpoint.every_steps=40"]

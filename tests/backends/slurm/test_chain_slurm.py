@@ -169,3 +169,32 @@ def test_rendered_script_submitted_by_hand_chains_itself(workdir: Path, site_pol
     assert epochs(Run(run_dir)) == list(range(1, 11))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(SMOKE, sets[:2])
+
+
+def test_a_sweep_task_continues_as_the_same_index_of_a_new_array(workdir: Path, site_policy) -> None:
+    """An array task's link is ``--array=<its index>`` of the saved array script: only that task
+    runs again, its pickle and logs under the new id's ``<job>_<index>`` form."""
+    site_policy(refuse_requeue=True)
+    sets = ["train.epochs=10", "train.data.samples=20000"]
+    proc = cluster_cmd("submit", str(SMOKE), "--executor", "slurm", "--sweep", "train.lr=0.001,0.0003",
+                       *[a for s in sets for a in ("--set", s)], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    (sweep_dir,) = list((workdir / "runs").glob("smoke-sweep-*"))
+    runs = sorted((Run(p.parent) for p in sweep_dir.glob("*/run.json")), key=lambda r: r.current_job_id())
+    assert len(runs) == 2
+    stopped = runs[1]
+    task_job = stopped.current_job_id()
+    assert task_job.endswith("_1")
+    wait_until(lambda: (stopped.path / "metrics.jsonl").exists(), 120, "task 1's first epoch")
+    sh.run(["scancel", "--signal=USR2", task_job])
+    for run in runs:
+        wait_for_chain(run, 300)
+
+    assert [r.read()["state"] for r in runs] == ["completed", "completed"]
+    assert len(job_ids(runs[0])) == 1  # the other task was not run again
+    first, second = job_ids(stopped)
+    assert second.endswith("_1") and second.split("_")[0] != first.split("_")[0]
+    assert epochs(stopped) == list(range(1, 11))
+    summary = json.loads((stopped.path / "summary.json").read_text())
+    lr = load_spec(stopped.spec_path).train.lr
+    assert summary["weights_sha256"] == reference_sha(SMOKE, [*sets, f"train.lr={lr}"])
