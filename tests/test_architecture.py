@@ -263,9 +263,10 @@ def test_import_graph_has_no_cycle():
 # ------------------------------------------------------------------ b. cluster -> train.contract only
 
 
-JOB_SIDE = {("cluster.job", "train.trainer")}
+JOB_SIDE = {("cluster.job", "train.trainer"), ("cluster.job", "train.device")}
 """The one exception: the callable that submitit runs inside the job (``cluster.job.TrainJob``)
-imports the trainer there, lazily, inside ``__call__``; the login path never runs that line."""
+imports the trainer (and its device note, for the local executor that allocates no GPUs) there,
+lazily, inside ``__call__``; the login path never runs those lines."""
 
 
 def test_cluster_imports_only_train_contract_and_train_nothing_of_cluster():
