@@ -39,6 +39,7 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from cluster import backends
+from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
                             RunLocked)
@@ -136,8 +137,16 @@ def continue_after_checkpoint(run: Run, spec: Any, backend: Any, env: Any, reaso
         raise UncompletedJobError(message)
     run.set_state("requeued", stop_reason=reason)
     remaining = spec.scheduler.max_requeues - record.get("requeues", 0)
-    new_job = backend.continue_job(env, run, spec, remaining,
-                                   lambda line: _say(f"cluster-train: checkpointed ({reason}); {line}"))
+    try:
+        new_job = backend.continue_job(env, run, spec, remaining,
+                                       lambda line: _say(f"cluster-train: checkpointed ({reason}); {line}"))
+    except (ClusterError, OSError, subprocess.CalledProcessError) as err:
+        # The checkpoint is safe; only the way on is gone (sbatch/qsub refused the next job).
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = f"checkpointed, but the job could not continue ({detail}); continue with: cluster resume {run.path}"
+        run.set_state("failed", error=message, ended=now_iso())
+        _say(f"cluster-train: {message}", stderr=True)
+        raise UncompletedJobError(message) from None
     if new_job:
         run.add_job(new_job, "continue")
         _say(f"cluster-train: checkpointed ({reason}); continuing as job {new_job}")
