@@ -176,9 +176,11 @@ def test_pending_reason_shown_for_a_job_that_cannot_start(tmp_path: Path) -> Non
             assert counted.get("sacct", 0) <= 1 and counted.get("squeue", 0) <= 1 and sum(counted.values()) <= 2, counted
             lines.clear()
             lines.update({line.split(":", 1)[0]: line for line in proc.stdout.splitlines() if ": pending" in line})
-            return "start estimate" in lines.get(resources, "")
+            # Both: squeue may show an estimate while the reason is still None (not yet evaluated).
+            line = lines.get(resources, "")
+            return "start estimate" in line and ": pending (" in line
 
-        wait_until(estimated, 30, f"a start estimate for job {jobs[1]}", poll=1)
+        wait_until(estimated, 60, f"a pending reason and start estimate for job {jobs[1]}", poll=1)
         print("\n".join(lines.values()))
         assert lines[resources].startswith(f"{resources}: pending (Resources), start estimate ") \
             or lines[resources].startswith(f"{resources}: pending (Priority), start estimate "), lines
