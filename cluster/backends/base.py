@@ -227,6 +227,17 @@ def submit_array(array_ex: submitit.Executor, delayed_submissions: list, job_cla
     return jobs
 
 
+def carry_submission(folder: str | Path, job_key: str, new_key: str, script: Path) -> None:
+    """A continuation job (PBS, a Slurm chain) reads the ending job's checkpointed submission:
+    its pickle and script copied under the new job's id in submitit's ``folder`` (where the
+    next link looks for them in turn)."""
+    from submitit.core import utils
+
+    old, new = utils.JobPaths(folder, job_id=job_key), utils.JobPaths(folder, job_id=new_key)
+    shutil.copyfile(old.submitted_pickle, new.submitted_pickle)
+    shutil.copyfile(script.resolve(), new.submission_file)
+
+
 def pid_alive(pid: int) -> bool:
     """The process ``pid`` exists on this machine and is not a zombie."""
     try:

@@ -13,9 +13,9 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from cluster.backends.base import Backend, Check, JobInfo, answers, ids_of, run_command
+from cluster.backends.base import Backend, Check, JobInfo, answers, carry_submission, ids_of, run_command
 from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
@@ -354,14 +354,17 @@ def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, An
                "failed_at_step": reached, "resumed_from_step": resumed_from,
                "resumed_on": os.environ.get("SLURM_JOB_NODELIST", ""), "detected": now_iso()}
     limit = spec.scheduler.max_node_failures
-    count = len(run.read().get("node_failures") or []) + 1
-    if count > limit:
-        failure["gave_up"] = f"more than scheduler.max_node_failures ({limit})"
     count = run.add_node_failure(failure)
     if count > limit:
+        why = f"more than scheduler.max_node_failures ({limit})"
         message = (f"node {failure['node']} failed; {count} node failure{'s' if count != 1 else ''} in this run, "
-                   f"more than scheduler.max_node_failures ({limit}); continue with: cluster resume {run.path}")
-        run.set_state("failed", error=message, ended=now_iso())
+                   f"{why}; continue with: cluster resume {run.path}")
+
+        def give_up(record: dict[str, Any]) -> None:  # the failure just recorded is the last one
+            record["node_failures"][-1]["gave_up"] = why
+            record.update(state="failed", updated=now_iso(), error=message, ended=now_iso())
+
+        run.update(give_up)
         sys.stderr.write(f"cluster-train: {message}\n")  # the job's log: no CLI in a job
         sys.exit(1)
 
@@ -400,8 +403,6 @@ def submit_continuation(job_key: str, folder: Path) -> str:
     reads it there; the new job cannot start before this one ends). An array task continues
     as the same index of a one-task array, so its id, log names and pickle keep their form.
     Returns the new job's key."""
-    from submitit.core import utils
-
     parent, _, task = job_key.partition("_")
     script = folder / f"{job_key}_submission.sh"
     if not script.exists():
@@ -412,13 +413,11 @@ def submit_continuation(job_key: str, folder: Path) -> str:
     proc = run_command([*cmd, str(script.resolve())], env=continuation_environment())
     new_id = proc.stdout.strip().split(";")[0]
     new_key = f"{new_id}_{task}" if task else new_id
-    old, new = utils.JobPaths(folder, job_id=job_key), utils.JobPaths(folder, job_id=new_key)
-    shutil.copyfile(old.submitted_pickle, new.submitted_pickle)
-    shutil.copyfile(script.resolve(), new.submission_file)  # the next link finds it under its own id
+    carry_submission(folder, job_key, new_key, script)
     return new_key
 
 
-def continue_job(env: Any, run: Run, spec: JobSpec, say: Any) -> str | None:
+def continue_job(env: Any, run: Run, spec: JobSpec, say: Callable[[str], None]) -> str | None:
     """Requeue the job (``continuation: requeue``) or, where Slurm refuses that or the spec asks
     for ``chain``, submit the next link of a dependency chain; record a refusal in run.json."""
     from cluster.runs import now_iso
@@ -522,7 +521,8 @@ class SlurmBackend(Backend):
     def rendezvous_address(self, first_node: str) -> str:
         return node_address(first_node)
 
-    def continue_job(self, env: Any, run: Run, spec: JobSpec, remaining: int, say: Any) -> str | None:
+    def continue_job(self, env: Any, run: Run, spec: JobSpec, remaining: int,
+                     say: Callable[[str], None]) -> str | None:
         return continue_job(env, run, spec, say)
 
 

@@ -18,7 +18,7 @@ import pytest
 from cluster.runs import Run
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, last_run, wait_until
+from support.runs import REPO, cluster_cmd, epochs, last_run, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -41,10 +41,6 @@ def rank_sha256s(run: Run) -> list[str]:
 
 def summary(run: Run) -> dict:
     return json.loads((run.path / "summary.json").read_text())
-
-
-def epochs(run: Run) -> list[int]:
-    return [json.loads(line)["epoch"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
 
 
 def task_pids(run: Run) -> dict[int, int]:

@@ -29,6 +29,12 @@ def last_run(workdir: Path) -> Run:
     return Run(runs[-1].parent)
 
 
+def epochs(run: Run) -> list[int]:
+    """The epochs of the run's metrics.jsonl, in file order (each once, in order, for a run
+    that lost and repeated nothing)."""
+    return [json.loads(line)["epoch"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.3) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -20,7 +20,6 @@ depending on the ending job, with the checkpointed submission copied under the n
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from submitit.core import core, utils
 
-from cluster.backends.base import answers, run_command, submit_array
+from cluster.backends.base import answers, carry_submission, run_command, submit_array
 from cluster.backends.pbs.environment import PBSJobEnvironment
 from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
 from cluster.backends.pbs.script import SCRIPTS
@@ -236,7 +235,5 @@ def continue_job(job_key: str, folder: str | Path) -> str:
     cmd = ["qsub", "-o", str(out), "-e", str(err), "-W", f"depend=afterany:{dependency}", str(script.resolve())]
     proc = run_command(cmd)
     new_key = PBSJobId.parse(parse_qsub_output(proc.stdout)).key
-    new_paths = utils.JobPaths(folder, job_id=new_key)
-    shutil.copyfile(paths.submitted_pickle, new_paths.submitted_pickle)
-    shutil.copyfile(script.resolve(), new_paths.submission_file)
+    carry_submission(folder, job_key, new_key, script)
     return new_key

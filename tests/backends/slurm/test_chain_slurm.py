@@ -22,7 +22,7 @@ from cluster.runs import Run
 from cluster.spec import load_spec
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, last_run, reference_sha, wait_until
+from support.runs import REPO, cluster_cmd, epochs, last_run, reference_sha, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -55,10 +55,6 @@ def site_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return log
 
     return install
-
-
-def epochs(run: Run) -> list[int]:
-    return [json.loads(line)["epoch"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
 
 
 def job_ids(run: Run) -> list[str]:
