@@ -56,10 +56,21 @@ def echo(line: str = "") -> None:
     print(line, flush=True)
 
 
+def shadow_warnings() -> None:
+    """One line per file in the submit directory named like a module the job imports."""
+    from cluster.isolate import shadowing_files
+
+    for path in shadowing_files(Path.cwd()):
+        print(f"warning: {path.name} in the submit directory has the name of a module the job imports "
+              f"({path.stem}); the job does not import it, but `python -m {path.stem}` typed here would",
+              file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cluster.spec import load_spec
 
     spec = load_spec(args.spec, args.set)
+    shadow_warnings()
     sys.stdout.write(spec.to_yaml())
     return 0
 
@@ -96,6 +107,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from cluster.submit import submit
 
     spec = load_spec(args.spec, args.set)
+    shadow_warnings()
     if args.sweep or spec.sweep:
         return _submit_sweep(spec, args)
     run, job_id = submit(spec, args.executor)

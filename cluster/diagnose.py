@@ -10,7 +10,8 @@ from cluster.runs import Run
 from train.contract import CHECKPOINT_DIR
 
 
-def _tail(path: Path, size: int = 65536) -> str:
+def tail_text(path: Path, size: int = 65536) -> str:
+    """The last ``size`` bytes of a file as text ('' when it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
@@ -23,7 +24,7 @@ def _tail(path: Path, size: int = 65536) -> str:
 def stderr_text(run: Run) -> str:
     """The end of every stderr the run has (submitit's logs and PBS -e files)."""
     files = sorted(run.logs_dir.glob("*.err")) + sorted(run.logs_dir.glob("*log.err"))
-    return "\n".join(_tail(p) for p in dict.fromkeys(files))
+    return "\n".join(tail_text(p) for p in dict.fromkeys(files))
 
 
 def last_python_error(text: str) -> str | None:

@@ -33,6 +33,7 @@ from typing import Callable
 
 from cluster import backends
 from cluster.backends import Backend, Check, JobOptions, modules_init, python_for, shell_path
+from cluster.isolate import SAFE_PATH, code_argv
 from cluster.backends.base import poll
 from cluster.errors import ClusterError, SchedulerError
 from cluster.env import pip_temp_check
@@ -124,7 +125,7 @@ def _timed(cmd: list[str], timeout: float = 120) -> tuple[int, str, float]:
 
 def check_python(report: Report, spec: JobSpec) -> None:
     python = expand_path(python_for(spec), strict=False)
-    rc, out, seconds = _timed([python, "-c", f"{TOOLKIT_IMPORTS}; import sys; print(sys.version.split()[0])"])
+    rc, out, seconds = _timed(code_argv(python, f"{TOOLKIT_IMPORTS}; import sys; print(sys.version.split()[0])"))
     if rc != 0:
         last = out.splitlines()[-1] if out else f"exit {rc}"
         hint = (f"build environment.venv with: cluster env {spec.source}" if spec.environment.venv else
@@ -134,7 +135,7 @@ def check_python(report: Report, spec: JobSpec) -> None:
         return
     report.add("ok", "python", f"{python} (Python {out.splitlines()[-1]}) imports train, cluster, submitit, yaml"
                f" ({seconds:.1f} s)")
-    rc, out, seconds = _timed([python, "-c", "import torch; print(torch.__version__)"])
+    rc, out, seconds = _timed(code_argv(python, "import torch; print(torch.__version__)"))
     if rc != 0:
         last = out.splitlines()[-1] if out else f"exit {rc}"
         report.add("FAIL", "torch", f"import torch failed: {last}",
@@ -211,7 +212,8 @@ def probe_lines(spec: JobSpec) -> list[str]:
         " else echo '    (no module command)'; fi",
         'echo "TMPDIR: ${TMPDIR:-<unset>}"',
         'df -Ph "${TMPDIR:-/tmp}" | awk \'NR==2 {print "TMPDIR free: " $4 " of " $2}\'',
-        f"probe_code={shlex.quote(PROBE_PYTHON.strip())}",
+        # The submit directory off sys.path: a user's train.py there must not stand in for ours.
+        f"probe_code={shlex.quote(SAFE_PATH + chr(10) + PROBE_PYTHON.strip())}",
         # Every task under srun (its own GPU binding); one process where there is no srun.
         'if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null 2>&1; then',
         f'    srun --kill-on-bad-exit=0 {python} -c "$probe_code" 2>&1',

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from cluster.isolate import code_argv, module_argv
 from cluster.errors import ClusterError
 from cluster.spec import JobSpec, expand_path
 
@@ -105,8 +106,9 @@ def pip_environment(spec: JobSpec) -> dict[str, str]:
 
 def pip_command(spec: JobSpec, venv: Path) -> list[str]:
     """``VENV/bin/python -m pip install --log ... -e PROJECT REQUIREMENTS... [-r FILE]``."""
-    cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--log", str(venv / PIP_LOG),
-           "-e", str(project_dir()), *spec.environment.requirements]
+    # Not `python -m pip`: a pip.py in the current directory would run instead (cluster.isolate).
+    cmd = module_argv(str(venv / "bin" / "python"), "pip", "install", "--log", str(venv / PIP_LOG),
+                      "-e", str(project_dir()), *spec.environment.requirements)
     if spec.environment.requirements_file:
         path = Path(expand_path(spec.environment.requirements_file, key="environment.requirements_file",
                                 file=spec.source))
@@ -150,7 +152,7 @@ def build(spec: JobSpec, echo: Callable[[str], None], python: str | None = None)
     else:
         base = python or sys.executable
         echo(f"venv: creating {venv} with {base} -m venv")
-        status, last = _stream([base, "-m", "venv", str(venv)], env, echo, "  venv: ")
+        status, last = _stream(module_argv(base, "venv", str(venv)), env, echo, "  venv: ")
         if status != 0:
             raise ClusterError(f"{base} -m venv {venv} failed (exit {status}): {last or 'no output'}")
     cmd = pip_command(spec, venv)
@@ -158,7 +160,7 @@ def build(spec: JobSpec, echo: Callable[[str], None], python: str | None = None)
     status, last = _stream(cmd, env, echo, "  pip: ")
     if status != 0:
         raise ClusterError(f"pip install failed (exit {status}): {last or 'no output'}; pip's log: {venv / PIP_LOG}")
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", f"{TOOLKIT_IMPORTS}; import sys; print(sys.prefix)"],
+    proc = subprocess.run(code_argv(str(venv / "bin" / "python"), f"{TOOLKIT_IMPORTS}; import sys; print(sys.prefix)"),
                           capture_output=True, text=True, env=env, timeout=300)
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).strip().splitlines()
@@ -172,7 +174,7 @@ def build(spec: JobSpec, echo: Callable[[str], None], python: str | None = None)
 
 def env_job_lines(spec_file: Path, python: str | None) -> list[str]:
     """The ``--on-queue`` job's command: this same ``cluster env``, on the node, after the prologue."""
-    cmd = [sys.executable, "-m", "cluster.cli", "env", str(spec_file)] + (["--python", python] if python else [])
+    cmd = module_argv(sys.executable, "cluster.cli", "env", str(spec_file), *(["--python", python] if python else []))
     return [
         "# --- cluster env --on-queue: build the venv on the node, after its module loads",
         shlex.join(cmd),

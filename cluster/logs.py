@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cluster.backends.base import poll
+from train.contract import CONTROLLER_LOG
 from cluster.runs import TERMINAL_STATES, Run
 
 
@@ -27,6 +28,10 @@ def log_files(run: Run, err: bool = False) -> list[tuple[str, Path]]:
             if path not in seen:
                 seen.add(path)
                 found.append((job_id, path))
+    controller = run.logs_dir / CONTROLLER_LOG
+    if err and controller.is_file() and controller.stat().st_size:
+        # The local executor's controller: a crash at start-up is told there, not in a job's stderr.
+        found.append(("local controller", controller))
     return found
 
 

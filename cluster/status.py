@@ -168,6 +168,11 @@ def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo],
     job_id = run.current_job_id(record) if record.get("jobs") else None
     job = info.get((kind, job_id)) if job_id else None
     state = decide_state(record, job, run)
+    if job is not None and job.state == "ended" and record.get("state") not in TERMINAL_STATES \
+            and backends.get(kind).settle_ended(job_id, run):
+        # Nothing will run the job again: run.json now says so, with the reason.
+        record = _valid_record(run)
+        state = decide_state(record, job, run)
     metrics = _last_metrics(run)
     epoch = _progress_epoch(run)
     if metrics and (epoch is None or metrics.get("epoch", 0) >= epoch):

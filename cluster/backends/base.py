@@ -154,6 +154,12 @@ class Backend:
     def cancel(self, job_id: str, run: Run) -> None:
         raise NotImplementedError
 
+    def settle_ended(self, job_id: str, run: Run) -> bool:
+        """The job ``job_id`` has ended but the run's record still says it will run: record
+        why it ended when this backend can tell (the local controller's log). True when
+        run.json was changed. Nothing by default: a scheduler's accounting says it."""
+        return False
+
     # --- inside the job
     def job_environment(self, spec: JobSpec) -> None:
         """What the batch script's prologue would have done, for backends that run no script."""

@@ -29,10 +29,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.backends.base import Backend, Check, JobInfo, pid_alive
+from train.contract import CONTROLLER_LOG
 
 if TYPE_CHECKING:
     from cluster.runs import Run
     from cluster.spec import JobSpec
+
+
+def controller_failure(run: Run) -> str:
+    """Why the run's controller ended without the job recording an end: the last Python error
+    of ``logs/controller.log`` (its own crash), else its last line."""
+    from cluster.diagnose import last_python_error, stderr_text, tail_text
+
+    log_path = run.logs_dir / CONTROLLER_LOG
+    text = tail_text(log_path)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # The controller's own crash, else the task's (an entrypoint that could not start), else its last word.
+    cause = last_python_error(text) or last_python_error(stderr_text(run)) or (lines[-1] if lines else "")
+    return (f"the job ended before it could record an end ({cause or 'no output'}); "
+            f"see cluster logs {run.path} --err")[:600]
 
 
 class LocalBackend(Backend):
@@ -60,6 +75,27 @@ class LocalBackend(Backend):
 
         if job_id.isdigit() and is_controller_of(int(job_id), run):
             os.kill(int(job_id), signal.SIGTERM)  # the controller forwards it to the task
+
+    def settle_ended(self, job_id: str, run: Run) -> bool:
+        """The controller is gone and nothing recorded an end: nothing will run the job again,
+        so the run is failed, with the controller's last error (its crash, e.g. an import error
+        at start-up, is in ``logs/controller.log``) as the reason."""
+        from cluster.runs import TERMINAL_STATES, now_iso
+        from train.contract import SUMMARY_FILE
+
+        changed = False
+
+        def change(record: dict[str, Any]) -> None:
+            nonlocal changed
+            if record.get("state") in TERMINAL_STATES or (run.path / SUMMARY_FILE).exists():
+                return  # the job recorded its own end after our read
+            if run.current_job_id(record) != job_id or (job_id.isdigit() and pid_alive(int(job_id))):
+                return
+            record.update(state="failed", error=controller_failure(run), ended=now_iso(), updated=now_iso())
+            changed = True
+
+        run.update(change)
+        return changed
 
     def job_environment(self, spec: JobSpec) -> None:
         """What the batch script's prologue does on a cluster: private TMPDIR, exported variables.

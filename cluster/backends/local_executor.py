@@ -24,7 +24,8 @@ from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE, Controller, LocalJob
 
 from cluster.backends.base import pid_alive
 from cluster.backends.script import python_for
-from train.contract import LOGS_DIR, RUN_DIR_ENV, RUN_JSON
+from cluster.isolate import module_argv, module_command
+from train.contract import CONTROLLER_LOG, LOGS_DIR, RUN_DIR_ENV, RUN_JSON
 
 if TYPE_CHECKING:
     from cluster.runs import Run
@@ -107,6 +108,11 @@ class LocalExecutor(submitit.LocalExecutor):
         super().__init__(folder=folder, max_num_timeout=max_requeues, python=python)
         self.run_dir = str(run_dir)
 
+    @property
+    def _submitit_command_str(self) -> str:
+        # The tasks' command: submitit's entrypoint without the submit directory on sys.path.
+        return module_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+
     def _submit_command(self, command: str) -> LocalJob:
         folder = Path(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -124,8 +130,9 @@ class LocalExecutor(submitit.LocalExecutor):
             RUN_DIR_ENV: self.run_dir,
             MAX_ATTEMPTS_ENV: str(self.max_num_timeout + 1),
         })
-        with open(folder / "controller.log", "ab") as controller_log:
-            process = subprocess.Popen([sys.executable, "-m", CONTROLLER_MODULE, str(folder)], env=env,
+        with open(folder / CONTROLLER_LOG, "ab") as controller_log:
+            # Not `python -m`: the submit directory must not come first on sys.path (cluster.isolate).
+            process = subprocess.Popen(module_argv(sys.executable, CONTROLLER_MODULE, str(folder)), env=env,
                                        stdin=subprocess.DEVNULL, stdout=controller_log, stderr=controller_log,
                                        start_new_session=True)
         tasks = list(range(self.parameters.get("tasks_per_node", 1)))
@@ -164,8 +171,24 @@ def is_controller_of(pid: int, run: Run) -> bool:
     return any(arg in folders for arg in argv)
 
 
+def _run_controller(folder: Path) -> None:
+    """The controller's main: a crash of its own is recorded in the run (failed, with the
+    error's line) before the traceback goes to controller.log, so nothing waits on it."""
+    try:
+        RequeueingController(folder).run()
+    except BaseException as err:
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        if run_dir and Path(run_dir, RUN_JSON).exists() and not isinstance(err, SystemExit):
+            from cluster.runs import Run, now_iso
+
+            line = (str(err).strip().splitlines() or [""])[0]
+            Run(run_dir).set_state("failed", error=f"the local controller crashed: {type(err).__name__}: {line}"[:600],
+                                   ended=now_iso())
+        raise
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(f"usage: python -m {CONTROLLER_MODULE} SUBMITIT_FOLDER")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    RequeueingController(Path(sys.argv[1])).run()
+    _run_controller(Path(sys.argv[1]))

@@ -11,6 +11,7 @@ from submitit.core import utils
 
 from cluster.backends.base import Backend, submit_array
 from cluster.backends.script import JobOptions, build_script, python_word
+from cluster.isolate import module_command
 from train.contract import RUN_DIR_ENV
 
 if TYPE_CHECKING:
@@ -36,6 +37,12 @@ class SlurmExecutor(submitit.SlurmExecutor):
         self.array_parallelism = array_parallelism
         # submitit counts tasks from these to decide how many result files to expect.
         self.update_parameters(nodes=spec.resources.nodes, ntasks_per_node=spec.resources.tasks_per_node)
+
+    @property
+    def _submitit_command_str(self) -> str:
+        # submitit's own is `python -u -m submitit.core._submit FOLDER`, which puts the submit
+        # directory first on sys.path: a user's submitit.py or train.py there would be imported.
+        return module_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
         """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from env.helpers import repack_wheel, small_dir
 from support import slurm as sh
 from support.runs import REPO, cluster_cmd
+from cluster.isolate import BOOTSTRAP
 from cluster.runs import Run
 
 SMOKE = REPO / "jobs/smoke.yaml"
@@ -102,7 +104,7 @@ def test_a_slurm_job_runs_in_the_venv(built):
     prefixes = _prefixes(run_dir)
     assert prefixes and set(prefixes) == {str(built["venv"])}, prefixes
     script = Run(run_dir).script_path
-    assert f'"{built["venv"]}/bin/python" -u -m submitit.core._submit' in script.read_text()
+    assert f'"{built["venv"]}/bin/python" -u -c {shlex.quote(BOOTSTRAP)} submitit.core._submit' in script.read_text()
 
 
 def test_a_local_job_runs_in_the_venv(built):
@@ -133,7 +135,7 @@ def test_on_queue_updates_the_venv_in_a_job_after_the_module_loads(built):
     assert f"  job: pip temp: TMPDIR={pip_tmp}" in out and "  job: cluster env: job exit 0" in out
     (script,) = (built["workdir"] / "runs" / ".env").glob("env-*/env.sh")
     text = script.read_text()
-    assert text.index("module load cuda/11.1") < text.index("-m cluster.cli env")
+    assert text.index("module load cuda/11.1") < text.index(" cluster.cli env")
     assert "VIRTUAL_ENV" not in text  # the job builds the venv: it does not activate it first
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 import re
 import sys
 import types
@@ -30,6 +31,18 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:150]}" if text else type(err).__name__
 
 
+def _submit_dir_last() -> None:
+    """Let a task module beside the spec be found, after everything installed.
+
+    The toolkit's processes start without the current (submit) directory on ``sys.path``
+    (``cluster.isolate``), so that a user's ``train.py`` cannot stand in for the toolkit; a
+    task module of the user's own is still found there, last, as a fallback.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def resolve_task(ref: Any, key: str = "train.task") -> type:
     """The task class named by "package.module:Name"; every failure is one `SpecError`.
 
@@ -42,6 +55,7 @@ def resolve_task(ref: Any, key: str = "train.task") -> type:
         raise SpecError(key, f"must be 'package.module:ClassName' (got {shown})")
     module_name, _, attr = ref.partition(":")
     had_torch = "torch" in sys.modules
+    _submit_dir_last()
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # anything the user's module raises: one line, not a traceback
