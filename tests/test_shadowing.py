@@ -178,3 +178,29 @@ def test_crashed_controller_is_settled_by_status(tmp_path: Path) -> None:
     assert row["state"] == "failed", row
     wait_until(lambda: run.read()["state"] == "failed", 60, "run.json to say failed")
     assert "cluster logs" in run.read()["error"]
+
+
+def _interpreters() -> list[str]:
+    """This Python and any other CPython >= 3.10 on the machine (3.10 has no -P)."""
+    import glob
+
+    found = {sys.executable}
+    for pattern in ("/usr/bin/python3.1[0-9]", "/root/.pyenv/versions/3.1[0-9]*/bin/python3",
+                    "/usr/local/bin/python3.1[0-9]"):
+        found.update(glob.glob(pattern))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("python", _interpreters())
+def test_bootstrap_runs_the_installed_module_on_every_python(tmp_path: Path, python: str) -> None:
+    """`python -m json.tool` in a directory holding json.py runs that file; the bootstrap the
+    toolkit uses runs the standard library's module, with -m's argv and __main__."""
+    from cluster.isolate import module_argv
+
+    (tmp_path / "json.py").write_text("print('HIJACKED')\n")
+    plain = subprocess.run([python, "-m", "json.tool"], input='{"a": 1}', cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert "HIJACKED" in plain.stdout  # the hazard is real on this interpreter
+    safe = subprocess.run(module_argv(python, "json.tool", "--compact"), input='{"a": 1}', cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert safe.returncode == 0 and safe.stdout == '{"a":1}\n', safe.stdout + safe.stderr
