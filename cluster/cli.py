@@ -237,7 +237,7 @@ def report_lines(report) -> list[str]:
         table = [["#", "job", "ended by", "started", "queued", "elapsed", "node", "CPUs", "GPUs", "mem", "CPU-h",
                   "GPU-h", "steps", "redone", "to 1st step", "peak RSS", "CPU eff"]]
         for a in run.attempts:
-            table.append([str(a.number), a.job_id, a.ended_by, (a.started or "-")[:19], format_duration(a.queue_seconds),
+            table.append([str(a.number or '-'), a.job_id, a.ended_by, (a.started or "-")[:19], format_duration(a.queue_seconds),
                           format_duration(a.elapsed_seconds), a.node or "-", "-" if a.cpus is None else str(a.cpus),
                           "-" if a.gpus is None else str(a.gpus), format_memory(a.mem_mb) if a.mem_mb else "-",
                           _hours(a.cpu_hours), _hours(a.gpu_hours), "-" if a.steps is None else str(a.steps),
@@ -398,8 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
     p.add_argument("--interval", type=_seconds, default=10.0, help="seconds between --watch refreshes")
 
-    p = add("report", "per run and attempt: allocation, CPU/GPU-hours, steps redone, peak memory, "
-                      "right-sizing; totals per run and sweep", cmd_report)
+    p = add("report", "per run and attempt: CPU/GPU-hours, steps redone, peak memory; right-sizing", cmd_report)
     p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
     p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

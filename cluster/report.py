@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import backends
-from cluster.backends import JobInfo
-from cluster.backends.accounting import Usage
+from cluster.backends import JobInfo, Usage
 from cluster.errors import ClusterError
 from cluster.runs import Run
 from cluster.units import format_duration, format_memory, format_walltime, parse_memory
@@ -55,7 +54,8 @@ class AttemptRow:
     """One attempt of a run: one incarnation of one job."""
 
     number: int
-    """1-based, in the order the attempts started (run.json's ``attempts``)."""
+    """1-based, in the order the attempts started (run.json's ``attempts``); 0 for an incarnation
+    the accounting knows but that never recorded an attempt (it died before its program started)."""
     job_id: str
     ended_by: str
     """How it ended: completed, walltime (the early warning; the run went on), requeued (a
@@ -258,6 +258,49 @@ def _hours(units: int | None, seconds: int | None) -> float | None:
     return units * seconds / 3600 if units is not None and seconds is not None else None
 
 
+def _from_accounting(row: AttemptRow, usage: Usage, source: str) -> None:
+    """Times, allocation and usage of the attempt from its incarnation in the accounting."""
+    row.source = source
+    row.scheduler_state = usage.state
+    row.submitted, row.ended = _iso(usage.submitted), _iso(usage.ended)
+    row.started = _iso(usage.started) or row.started
+    if usage.started and usage.submitted:
+        row.queue_seconds = max(0, int((usage.started - usage.submitted).total_seconds()))
+    row.elapsed_seconds = usage.elapsed_seconds
+    row.node = usage.nodes or row.node
+    row.cpus, row.gpus, row.mem_mb = usage.cpus, usage.gpus, usage.mem_mb
+    row.cpu_hours = (usage.cpu_seconds_allocated / 3600 if usage.cpu_seconds_allocated is not None
+                     else _hours(usage.cpus, usage.elapsed_seconds))
+    row.gpu_hours = _hours(usage.gpus, usage.elapsed_seconds)
+    row.peak_rss_mb = round(usage.peak_rss_mb, 1) if usage.peak_rss_mb is not None else None
+    if usage.cpu_seconds_used is not None and usage.cpu_seconds_allocated:
+        row.cpu_efficiency = round(usage.cpu_seconds_used / usage.cpu_seconds_allocated, 3)
+    row.gpu_util_percent = usage.gpu_util_percent
+
+
+def _from_records(row: AttemptRow, req: dict[str, Any], record: dict[str, Any], state: str,
+                  stop: dict[str, Any] | None, following: dict[str, Any] | None,
+                  job_submitted: dt.datetime | None) -> None:
+    """Without accounting: the spec's request over the attempt's own start and end (its stop
+    event, or the run's end for the last attempt); the queue wait of a job's first attempt."""
+    started = _time(row.started)
+    end = _from_epoch((stop or {}).get("time"))
+    if end is None and following is None and state not in ("running", "pending", "requeued"):
+        end = _time(record.get("ended"))
+    row.ended = _iso(end)
+    if job_submitted and started:
+        row.submitted = _iso(job_submitted)
+        row.queue_seconds = max(0, int((started - job_submitted).total_seconds()))
+    if started and end:
+        row.elapsed_seconds = max(0, int((end - started).total_seconds()))
+    if req:
+        nodes = req.get("nodes") or 1
+        row.cpus = nodes * (req.get("tasks_per_node") or 1) * (req.get("cpus_per_task") or 1)
+        row.gpus = nodes * (req.get("gpus_per_node") or 0)
+        row.mem_mb = nodes * req["mem_mb"] if req.get("mem_mb") else None
+    row.cpu_hours, row.gpu_hours = _hours(row.cpus, row.elapsed_seconds), _hours(row.gpus, row.elapsed_seconds)
+
+
 def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, list[Usage]] | None,
                source: str) -> RunReport:
     """The ledger of one run from its records and (when not None) the accounting of its jobs."""
@@ -268,8 +311,6 @@ def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, l
     stops = {e.get("attempt"): e for e in events if e.get("event") == "stop"}
     submitted = {j.get("job_id"): _time(j.get("submitted")) for j in record.get("jobs") or [] if isinstance(j, dict)}
     last_step = _last_step(run)
-    per_node_cpus = (req.get("tasks_per_node") or 1) * (req.get("cpus_per_task") or 1)
-    nodes = req.get("nodes") or 1
     taken: set[int] = set()
     rows: list[AttemptRow] = []
     for index, attempt in enumerate(attempts):
@@ -306,39 +347,13 @@ def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, l
         if first_step and started:
             row.first_step_seconds = round((first_step - started).total_seconds(), 1)
         if usage is not None:
-            row.source = source
-            row.scheduler_state = usage.state
-            row.submitted, row.ended = _iso(usage.submitted), _iso(usage.ended)
-            row.started = _iso(usage.started) or row.started
-            if usage.started and usage.submitted:
-                row.queue_seconds = max(0, int((usage.started - usage.submitted).total_seconds()))
-            row.elapsed_seconds = usage.elapsed_seconds
-            row.node = usage.nodes or row.node
-            row.cpus, row.gpus, row.mem_mb = usage.cpus, usage.gpus, usage.mem_mb
-            row.cpu_hours = (usage.cpu_seconds_allocated / 3600 if usage.cpu_seconds_allocated is not None
-                             else _hours(usage.cpus, usage.elapsed_seconds))
-            row.gpu_hours = _hours(usage.gpus, usage.elapsed_seconds)
-            row.peak_rss_mb = round(usage.peak_rss_mb, 1) if usage.peak_rss_mb is not None else None
-            if usage.cpu_seconds_used is not None and usage.cpu_seconds_allocated:
-                row.cpu_efficiency = round(usage.cpu_seconds_used / usage.cpu_seconds_allocated, 3)
-            row.gpu_util_percent = usage.gpu_util_percent
+            _from_accounting(row, usage, source)
         else:
-            # The run's own records: the spec's request over the attempt's own start and end.
-            end = _from_epoch((stop or {}).get("time"))
-            if end is None and following is None and state not in ("running", "pending", "requeued"):
-                end = _time(record.get("ended"))
-            row.ended = _iso(end)
-            job_submitted = submitted.get(attempt["job_id"])
-            if job_submitted and started and not any(a["job_id"] == attempt["job_id"] for a in attempts[:index]):
-                row.submitted = _iso(job_submitted)
-                row.queue_seconds = max(0, int((started - job_submitted).total_seconds()))
-            if started and end:
-                row.elapsed_seconds = max(0, int((end - started).total_seconds()))
-            row.cpus = nodes * per_node_cpus if req else None
-            row.gpus = nodes * (req.get("gpus_per_node") or 0) if req else None
-            row.mem_mb = nodes * req["mem_mb"] if req.get("mem_mb") else None
-            row.cpu_hours, row.gpu_hours = _hours(row.cpus, row.elapsed_seconds), _hours(row.gpus, row.elapsed_seconds)
+            first_of_job = not any(a["job_id"] == attempt["job_id"] for a in attempts[:index])
+            _from_records(row, req, record, state, stop, following, submitted.get(attempt["job_id"]) if first_of_job
+                          else None)
         rows.append(row)
+    rows += _unrecorded(record, usages, taken, source)
     _add_useful(rows, first, attempts)
     report = RunReport(run_id=run.id, name=str(record.get("name", "")), path=str(run.path),
                        scheduler=str(record.get("scheduler", "local")), state=state,
@@ -352,6 +367,29 @@ def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, l
         report.sweep = str(run.path.parent)
     report.advice = right_sizing(report)
     return report
+
+
+def _unrecorded(record: dict[str, Any], usages: dict[str, list[Usage]] | None, taken: set[int],
+                source: str) -> list[AttemptRow]:
+    """Incarnations the accounting knows that never recorded an attempt (the job died, or was
+    requeued, before its program started): their allocation counts too. Numbered 0."""
+    rows = []
+    ids = dict.fromkeys(j.get("job_id") for j in record.get("jobs") or [] if isinstance(j, dict))
+    for job_id in ids:
+        for usage in (usages or {}).get(str(job_id), []):
+            if id(usage) in taken or usage.started is None:
+                continue
+            rows.append(AttemptRow(number=0, job_id=str(job_id), ended_by=usage.state.lower() or "unknown",
+                                   submitted=_iso(usage.submitted), started=_iso(usage.started), ended=_iso(usage.ended),
+                                   queue_seconds=(max(0, int((usage.started - usage.submitted).total_seconds()))
+                                                  if usage.submitted else None),
+                                   elapsed_seconds=usage.elapsed_seconds, node=usage.nodes, cpus=usage.cpus,
+                                   gpus=usage.gpus, mem_mb=usage.mem_mb,
+                                   cpu_hours=(usage.cpu_seconds_allocated / 3600
+                                              if usage.cpu_seconds_allocated is not None else None),
+                                   gpu_hours=_hours(usage.gpus, usage.elapsed_seconds), steps=0,
+                                   peak_rss_mb=usage.peak_rss_mb, scheduler_state=usage.state, source=source))
+    return rows
 
 
 def _add_useful(rows: list[AttemptRow], first: dict[Any, dict], attempts: list[dict[str, Any]]) -> None:

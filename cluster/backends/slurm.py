@@ -503,7 +503,10 @@ class SlurmBackend(Backend):
     def accounting(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, list[Usage]] | None:
         from cluster.backends.slurm_sacct import sacct_usage
 
-        return sacct_usage(job_ids)
+        usages = sacct_usage(job_ids)
+        for incarnation in (u for found in (usages or {}).values() for u in found):
+            incarnation.normal_state = _slurm_state(incarnation.state)
+        return usages
 
     def cancel(self, job_id: str, run: Run) -> None:
         run_command(["scancel", job_id])

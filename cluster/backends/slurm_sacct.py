@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from cluster.backends.accounting import Usage, local_time
 from cluster.backends.base import ids_of, run_command
-from cluster.backends.slurm import _slurm_state
 from cluster.errors import SchedulerError
 from cluster.units import parse_duration_text
 
@@ -68,12 +67,12 @@ def parse_sacct_duplicates(text: str) -> dict[str, list[Usage]]:
             tres = _tres(row["AllocTRES"])
             mem = _megabytes(tres.get("mem", ""))
             usage = Usage(job_id=job_id, state=row["State"].split()[0] if row["State"].strip() else "",
-                          normal_state=_slurm_state(row["State"]),
                           submitted=local_time(row["Submit"]), started=local_time(row["Start"]),
                           ended=local_time(row["End"]), elapsed_seconds=_int(row["ElapsedRaw"]),
                           cpus=_int(tres.get("cpu")), gpus=_int(tres.get("gres/gpu")) or 0 if tres else None,
                           mem_mb=int(mem) if mem is not None else None, nodes=row["NodeList"],
-                          cpu_seconds_allocated=_int(row["CPUTimeRAW"]), cpu_seconds_used=_seconds(row["TotalCPU"]))
+                          cpu_seconds_allocated=_int(row["CPUTimeRAW"]),
+                          cpu_seconds_used=_seconds(row["TotalCPU"]) or None)  # 0: nothing recorded
             jobs.setdefault(job_id, []).append(usage)
             current[job_id] = usage
             continue
@@ -82,7 +81,8 @@ def parse_sacct_duplicates(text: str) -> dict[str, list[Usage]]:
             continue
         # The job row's own TotalCPU is the sum of its steps where sacct fills it: the steps decide.
         cpu = _seconds(row["TotalCPU"])
-        if cpu is not None:
+        # A step killed with its node (NODE_FAIL) records no usage at all: no MaxRSS, TotalCPU 0.
+        if cpu is not None and (cpu > 0 or row["MaxRSS"].strip()):
             used_cpu[id(usage)] = used_cpu.get(id(usage), 0.0) + cpu
             usage.cpu_seconds_used = used_cpu[id(usage)]
         rss = _megabytes(row["MaxRSS"]) if row["MaxRSS"].strip() else None
