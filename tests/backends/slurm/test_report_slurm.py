@@ -51,12 +51,15 @@ def _training(run: Run, attempt: int) -> bool:
 
 
 def _progress_past_checkpoint(run: Run) -> bool:
-    """progress.json records steps past the newest checkpoint (a crash now loses them)."""
+    """progress.json records steps past the newest checkpoint (a crash now loses them). Mid-epoch
+    only: at an epoch's end progress.json is rewritten while that epoch's checkpoint is still
+    being written, which is about to be newer."""
     try:
-        reached = json.loads((run.path / "progress.json").read_text())["global_step"]
+        progress = json.loads((run.path / "progress.json").read_text())
+        reached, in_epoch = progress["global_step"], progress["step"]
     except (OSError, ValueError, KeyError):
         return False
-    return reached > (resume_point(run.path) or {}).get("global_step", 0) + 10
+    return in_epoch >= 10 and reached > (resume_point(run.path) or {}).get("global_step", 0) + 10
 
 
 @pytest.fixture(scope="module")
