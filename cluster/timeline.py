@@ -65,22 +65,30 @@ def plot_timeline(reports: list[RunReport], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * max(1, len(lanes))))
     for lane, (_, rows) in enumerate(lanes):
         y = len(lanes) - 1 - lane  # the first attempt on top
-        for row in rows:
+        for index, row in enumerate(rows):
             spans = _spans(row, now)
             for kind, start, end in spans:
                 left = (start - origin).total_seconds() / 60
-                ax.barh(y, (end - start).total_seconds() / 60, left=left, height=0.6, color=COLOURS[kind])
-            if spans:
-                right = (spans[-1][2] - origin).total_seconds() / 60
+                ax.barh(y, (end - start).total_seconds() / 60, left=left, height=0.6, color=COLOURS[kind],
+                        edgecolor="white", linewidth=0.5)
+            if not spans:
+                continue
+            right = (spans[-1][2] - origin).total_seconds() / 60
+            if single:
                 redone = f", {row.steps_redone} steps redone" if row.steps_redone else ""
                 ax.text(right, y, f" {row.ended_by}{redone}", va="center", fontsize=8)
+            elif index == len(rows) - 1:  # a run's lane: how it ended, its attempts and redone work
+                redone = sum(r.steps_redone or 0 for r in rows)
+                more = f"{len(rows)} attempts" if len(rows) > 1 else ""
+                extra = ", ".join(x for x in (more, f"{redone} steps redone" if redone else "") if x)
+                ax.text(right, y, f" {row.ended_by}" + (f" ({extra})" if extra else ""), va="center", fontsize=8)
     ax.set_yticks(range(len(lanes)), [name for name, _ in reversed(lanes)], fontsize=8)
     ax.set_xlabel(f"minutes since {origin.strftime('%Y-%m-%d %H:%M:%S')}")
     ax.set_title(title)
-    ax.margins(x=0.15)
-    ax.legend(handles=[Patch(color=c, label=k) for k, c in COLOURS.items()], loc="upper center",
-              bbox_to_anchor=(0.5, -0.25 if len(lanes) > 2 else -0.45), ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout()
+    ax.margins(x=0.15 if single else 0.3)  # room for the labels after the last bar
+    fig.legend(handles=[Patch(color=c, label=k) for k, c in COLOURS.items()], loc="lower center", ncol=4,
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))  # room for the legend below the axis label
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)

@@ -133,3 +133,31 @@ def test_timeline_png_of_the_recorded_run(recorded_run: Run, tmp_path: Path) -> 
     report = run_report(recorded_run, recorded_run.read(), "completed", usages, "sacct")
     plot_timeline([report], tmp_path / "timeline.png", "recorded")
     assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+PROBE = """
+import json, sys
+import cluster.cli
+code = cluster.cli.main(json.loads(sys.argv[1]))
+heavy = sorted(m for m in ("torch", "numpy", "submitit", "matplotlib") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def test_report_and_doctor_import_no_torch_numpy_or_matplotlib(recorded_run: Run, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    record = recorded_run.read()
+    record["scheduler"] = "local"  # no scheduler is asked here (nor the machine's default Slurm)
+    recorded_run.record_path.write_text(json.dumps(record))
+    repo = Path(__file__).resolve().parents[1]
+    for argv in (["report", str(recorded_run.path), "--json"], ["report", str(recorded_run.path)],
+                 ["doctor", str(recorded_run.path / "spec.yaml")]):
+        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        probe = json.loads(proc.stderr.strip().splitlines()[-1])
+        # (doctor imports submitit for its own checks, with or without earlier runs)
+        assert [m for m in probe["heavy"] if argv[0] == "report" or m != "submitit"] == [], (argv, probe)
+        if argv[0] == "report":
+            assert probe["code"] == 0 and "requeued" in proc.stdout, proc.stdout + proc.stderr

@@ -225,3 +225,26 @@ def test_right_sizing_comes_from_the_measured_peak_and_elapsed(tmp_path: Path) -
     # cluster doctor SPEC shows the same lines for the spec whose run this was.
     doctor = cluster_cmd("doctor", str(spec), cwd=tmp_path)
     assert report["advice"][0] in doctor.stdout, doctor.stdout
+
+
+def test_report_and_timeline_of_a_sweep(tmp_path: Path) -> None:
+    """A real three-task sweep of the smoke job: per-sweep totals, and one timeline lane per run."""
+    proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm", "--sweep",
+                       "train.lr=0.001,0.002,0.004", "--wait", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (sweep,) = [p for p in (tmp_path / "runs").iterdir() if (p / "sweep.json").is_file()]
+    job_ids = [Run(p.parent).current_job_id() for p in sorted(sweep.glob("*/run.json"))]
+    wait_until(lambda: sh.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "State"]).stdout.count(
+        "COMPLETED") == 3, 60, "sacct to record the tasks' ends")
+    report = _report(str(sweep), cwd=tmp_path)
+    assert [r["state"] for r in report["runs"]] == ["completed"] * 3
+    (totals,) = report["sweeps"].values()
+    assert totals["attempts"] == 3
+    assert totals["cpu_hours"] == pytest.approx(sum(r["totals"]["cpu_hours"] for r in report["runs"]))
+    assert totals["steps"] == sum(r["totals"]["steps"] for r in report["runs"]) > 0
+
+    proc = cluster_cmd("collect", str(sweep), "--to", str(tmp_path / "results"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    png = tmp_path / "results" / "timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"timeline: {png}" in proc.stdout
+    (Path("/tmp") / "report-timeline-sweep.png").write_bytes(png.read_bytes())  # for a look by eye
