@@ -32,6 +32,7 @@ EXAMPLES = {
     "resume": "cluster resume runs/seed-convnet-20261127-101500-ab12",
     "cancel": "cluster cancel runs/seed-convnet-20261127-101500-ab12",
     "doctor": "cluster doctor jobs/seed_convnet.yaml --probe",
+    "report": "cluster report runs/seed-convnet-20261127-101500-ab12 --json",
     "env": "cluster env jobs/seed_convnet.yaml --set environment.venv=$HOME/venvs/seed --on-queue",
 }
 
@@ -226,6 +227,61 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return collect(args.runs, args.to, echo, metric=args.metric)
 
 
+def _hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def report_lines(report) -> list[str]:
+    """``cluster report`` as text: per run a table of its attempts, its totals and right-sizing
+    lines; per sweep its totals."""
+    from cluster.units import format_duration, format_memory, format_table
+
+    def total_line(t) -> str:
+        useful = f", useful {t.useful_share:.0%} of {t.unit}-hours" if t.useful_share is not None else ""
+        redone = f" ({t.steps_redone} redone)" if t.steps_redone is not None else ""
+        return (f"{t.attempts} attempt{'s' if t.attempts != 1 else ''}, elapsed {format_duration(t.elapsed_seconds)}, "
+                f"queued {format_duration(t.queue_seconds)}, {_hours(t.cpu_hours)} CPU-h, {_hours(t.gpu_hours)} GPU-h, "
+                f"{t.steps if t.steps is not None else '-'} steps{redone}{useful}")
+
+    lines: list[str] = []
+    for run in report.runs:
+        lines.append(f"run {run.run_id} ({run.state}; {run.scheduler}; source: {run.source})")
+        table = [["#", "job", "ended by", "started", "queued", "elapsed", "node", "CPUs", "GPUs", "mem", "CPU-h",
+                  "GPU-h", "steps", "redone", "to 1st step", "peak RSS", "CPU eff"]]
+        for a in run.attempts:
+            table.append([str(a.number or '-'), a.job_id, a.ended_by, (a.started or "-")[:19], format_duration(a.queue_seconds),
+                          format_duration(a.elapsed_seconds), a.node or "-", "-" if a.cpus is None else str(a.cpus),
+                          "-" if a.gpus is None else str(a.gpus), format_memory(a.mem_mb) if a.mem_mb else "-",
+                          _hours(a.cpu_hours), _hours(a.gpu_hours), "-" if a.steps is None else str(a.steps),
+                          "-" if a.steps_redone is None else str(a.steps_redone),
+                          "-" if a.first_step_seconds is None else f"{a.first_step_seconds:.1f} s",
+                          "-" if a.peak_rss_mb is None else f"{a.peak_rss_mb:.0f}M",
+                          "-" if a.cpu_efficiency is None else f"{a.cpu_efficiency:.0%}"])
+        lines += ["  " + line for line in format_table(table)] if run.attempts else ["  no attempt has started"]
+        hold = f"; checkpoints held the loop {run.checkpoint_seconds:.1f} s" if run.checkpoint_seconds is not None else ""
+        lines.append(f"  total: {total_line(run.totals)}{hold}")
+        if run.source == "run records" and run.attempts:
+            lines.append("  (no scheduler accounting answered: times and allocation from the run's own records, "
+                         "allocation = the spec's request)")
+        lines += [f"  right-sizing: {advice}" for advice in run.advice]
+    for path, totals in report.sweeps.items():
+        tasks = sum(1 for r in report.runs if r.sweep == path)
+        lines.append(f"sweep {path} ({tasks} runs): {total_line(totals)}")
+    return lines
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cluster.report import build_report
+    from cluster.status import discover_runs
+
+    report = build_report(discover_runs(args.runs, args.runs_dir))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report_lines(report)) if report.runs else "no runs")
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from cluster import env
     from cluster.spec import load_spec
@@ -353,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
     p.add_argument("--interval", type=_seconds, default=10.0, help="seconds between --watch refreshes")
+
+    p = add("report", "per run and attempt: CPU/GPU-hours, steps redone, peak memory; right-sizing", cmd_report)
+    p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
+    p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = add("logs", "print a run's stdout (or stderr) across all its attempts",
             cmd_logs)

@@ -9,6 +9,8 @@ For each run, ``DIR/<run_id>/`` receives::
     submitted.sh, spec.yaml, run.json
     summary.json         the run's own summary (if it completed) plus run facts
     curves.png           losses and validation metrics per epoch (needs matplotlib)
+    timeline.png         every attempt on one time axis: queued, setup, training, redone
+                         (needs matplotlib; also DIR/timeline.png of all the runs together)
 
 A command job's run (``command:`` in its spec) gets every file its program wrote in the run
 directory (checkpoints and results included) instead of the trainer's two checkpoints, and its
@@ -382,6 +384,12 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
         if missing and summary["complete"] and not _is_command_run(run):
             note += f" (missing: {', '.join(missing)})"
         echo(f"run {run.id} ({state}): {dest}  {shown}{note}")
+
+    if plot:  # each attempt on one time axis (per run, and of all runs together)
+        from cluster.timeline import write_timelines
+
+        for path in write_timelines(found, _destinations(found, dest_root), dest_root):
+            echo(f"timeline: {path}")
 
     if len(summaries) > 1:
         columns, rows = comparison_rows(summaries, metric)

@@ -77,6 +77,21 @@ def check_scheduler(report: Report, spec: JobSpec) -> Backend:
 # ---------------------------------------------------------------- files and python
 
 
+def check_right_sizing(report: Report, spec: JobSpec) -> None:
+    """What the spec's latest measured earlier run says of its requests (``cluster report``'s
+    right-sizing lines); nothing when no earlier run has measurements."""
+    from cluster.report import advice_for_spec
+
+    run_id, lines = advice_for_spec(spec.name, spec.runs_dir_path())
+    if run_id is None:
+        return
+    if not lines:
+        report.add("ok", "right-sizing", f"the requests fit what run {run_id} was measured to use")
+    for line in lines:
+        report.add("warn", "right-sizing", f"{line} (measured in run {run_id})",
+                   f"advice only, never applied: edit the spec; details: cluster report {run_id}")
+
+
 def check_runs_dir(report: Report, spec: JobSpec) -> None:
     path = spec.runs_dir_path()
     existing = path
@@ -341,6 +356,8 @@ def doctor(spec_path: str | None, overrides: list[str], probe: bool, echo: Calla
     report = Report(echo)
     backend = check_scheduler(report, spec)
     check_runs_dir(report, spec)
+    if spec_path:
+        check_right_sizing(report, spec)
     if spec.environment.modules and backend.has_modules:
         check_modules(report, spec)
     check_python(report, spec)

@@ -301,6 +301,7 @@ def _start_attempt(run: Run, job_id: str, resume: dict[str, Any] | None, where: 
     _say(line)
     _say(line, stderr=True)
     os.environ.setdefault(RUN_DIR_ENV, str(Path(run.path)))
+    os.environ[ATTEMPT_ENV] = str(number)  # the trainer's attempts.jsonl events carry it
     return number
 
 

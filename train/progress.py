@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from train import runfiles
+from train.contract import append_attempt_event
 
 
 def _duration(seconds: float) -> str:
@@ -53,6 +54,7 @@ class Progress:
         self._window_start = time.monotonic()
         self._window_samples = 0
         self._window_steps = 0
+        self._first_step_noted = False
 
     def start_epoch(self) -> None:
         self._window_start = time.monotonic()
@@ -66,6 +68,9 @@ class Progress:
             return
         self._window_samples += samples
         self._window_steps += 1
+        if not self._first_step_noted:  # how long this attempt took to train at all (cluster report)
+            self._first_step_noted = True
+            self.note_event("first_step", global_step)
         now = time.monotonic()
         if now >= self._next_file:
             self._next_file = now + self.log_interval
@@ -103,6 +108,11 @@ class Progress:
             },
             durable=False,  # only a live view; losing it to a crash costs nothing
         )
+
+    def note_event(self, event: str, global_step: int, **fields: object) -> None:
+        """Record an event of this attempt in attempts.jsonl (rank 0 only)."""
+        if self.primary:
+            append_attempt_event(self.run_dir, event, global_step, **fields)
 
     def message(self, text: str) -> None:
         """A line that stays (epoch results, resume and stop notices)."""

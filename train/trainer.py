@@ -691,6 +691,8 @@ class Trainer:
             f"global step {loop.global_step}: checkpoint {Path(attempt.last_saved_path).name}; run again to resume"
         )
         parts.progress.write_file(epoch, step, loop.global_step)
+        parts.progress.note_event("stop", loop.global_step, reason=self._stop_reason,
+                                  checkpoint_seconds=round(loop.checkpoint_seconds, 3))
         parts.comm.barrier()  # no rank reports "stopped" before the checkpoint is complete
         return RunResult("stopped", reason=self._stop_reason, checkpoint=attempt.last_saved_path)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from cluster.backends.accounting import Usage
 from cluster.backends.base import Backend, Check, JobInfo
 from cluster.backends.script import JobOptions, Script, modules_init, python_for, shell_path
 from cluster.errors import ClusterError
@@ -35,7 +36,7 @@ from cluster.errors import ClusterError
 if TYPE_CHECKING:
     from cluster.spec import JobSpec
 
-__all__ = ["Backend", "Check", "JobInfo", "JobOptions", "Script", "modules_init", "python_for", "shell_path", "get", "detect", "kinds", "for_script", "script_names", "register",
+__all__ = ["Backend", "Check", "JobInfo", "Usage", "JobOptions", "Script", "modules_init", "python_for", "shell_path", "get", "detect", "kinds", "for_script", "script_names", "register",
            "render", "render_script", "resolve"]
 
 _BUILTIN = {"slurm": "cluster.backends.slurm", "pbs": "cluster.backends.pbs.backend",

@@ -24,6 +24,7 @@ from cluster.errors import ClusterError, SchedulerError
 if TYPE_CHECKING:  # type names only: backends never import the spec loader at run time
     import submitit
 
+    from cluster.backends.accounting import Usage
     from cluster.backends.script import JobOptions
     from cluster.runs import Run
     from cluster.spec import JobSpec
@@ -150,6 +151,11 @@ class Backend:
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         """What the scheduler says about each job, in as few commands as possible."""
         raise NotImplementedError
+
+    def accounting(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, list[Usage]] | None:
+        """What the scheduler's accounting recorded of each job, every incarnation in order
+        (``cluster report``), from one query for all; None where it keeps no accounting."""
+        return None
 
     def cancel(self, job_id: str, run: Run) -> None:
         raise NotImplementedError

@@ -22,6 +22,7 @@ from cluster.units import format_memory, format_walltime, parse_duration_text
 from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV
 
 if TYPE_CHECKING:
+    from cluster.backends.accounting import Usage
     from cluster.runs import Run
     from cluster.spec import JobSpec
 
@@ -498,6 +499,14 @@ class SlurmBackend(Backend):
 
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         return slurm_jobs(job_ids)
+
+    def accounting(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, list[Usage]] | None:
+        from cluster.backends.slurm_sacct import sacct_usage
+
+        usages = sacct_usage(job_ids)
+        for incarnation in (u for found in (usages or {}).values() for u in found):
+            incarnation.normal_state = _slurm_state(incarnation.state)
+        return usages
 
     def cancel(self, job_id: str, run: Run) -> None:
         run_command(["scancel", job_id])

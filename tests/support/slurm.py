@@ -258,3 +258,36 @@ def _signal(pid: int, name: str) -> None:
         os.kill(pid, getattr(signal, f"SIG{name}"))
     except ProcessLookupError:
         pass
+
+
+# ------------------------------------------------------------------ many runs
+
+
+def sweep_of_true_jobs(sweep_dir: Path, tasks: int, spec_path: Path, overrides: list[str] | None = None) -> str:
+    """A sweep directory of ``tasks`` runs whose run.json files ``cluster.submit.prepare_run``
+    writes (as ``cluster submit`` does), each pointing at one task of ONE real array job of
+    ``true`` (over in seconds, however many tasks: no trainer starts). Returns the array's id.
+
+    For reports and benchmarks over many runs without training them all on two cores."""
+    import json
+
+    from cluster.spec import load_spec
+    from cluster.submit import prepare_run
+
+    spec = load_spec(spec_path, overrides or [])
+    sweep_dir.mkdir(parents=True)
+    runs = []
+    for i in range(tasks):
+        run_dir = sweep_dir / f"task-{i:03d}"
+        run_dir.mkdir()
+        runs.append(prepare_run(spec, "slurm", run_dir))
+    script = sweep_dir / "true.sbatch"
+    script.write_text("#!/bin/bash\ntrue\n")
+    array_id = sbatch(script, "--partition=cpu", "--mem=100M", "--time=1", f"--array=0-{tasks - 1}",
+                      "--output=/dev/null", f"--job-name={spec.name}")
+    for i, run in enumerate(runs):
+        run.add_job(f"{array_id}_{i}", "submit")
+    (sweep_dir / "sweep.json").write_text(json.dumps({
+        "name": spec.name, "scheduler": "slurm", "job_id": array_id,
+        "tasks": [{"index": i, "run_dir": r.path.name, "job_id": f"{array_id}_{i}"} for i, r in enumerate(runs)]}))
+    return array_id

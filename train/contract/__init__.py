@@ -123,6 +123,14 @@ SWEEP_JSON = "sweep.json"
 FINAL_CHECKPOINT = "final.pt"
 BEST_CHECKPOINT = "best.pt"
 
+ATTEMPTS_FILE = "attempts.jsonl"
+"""What each attempt did, one JSON object per event, appended by the trainer's rank 0 (a command
+job's program may write them too): ``{"attempt": N, "event": "first_step", "global_step": S,
+"time": T}`` once the attempt's first optimizer step is done, and ``{"attempt": N, "event":
+"stop", "global_step": S, "reason": R, "checkpoint_seconds": C, "time": T}`` at a checkpointed
+stop. ``N`` is ``CLUSTER_ATTEMPT``; ``cluster report`` reads them (time to the first step, where
+each attempt stopped)."""
+
 TRAINER_LOCK = ".trainer.lock"
 TENSORBOARD_DIR = "tensorboard"
 """TensorBoard event files (`train.tensorboard: true`), one file per attempt."""
@@ -246,6 +254,23 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     try:
         return parse_metrics((Path(run_dir) / METRICS_FILE).read_text())
     except FileNotFoundError:
+        return []
+
+
+def append_attempt_event(run_dir: str | Path, event: str, global_step: int, **fields: Any) -> None:
+    """Append one event of this attempt to ``run_dir``'s attempts.jsonl (see ``ATTEMPTS_FILE``).
+
+    One short line in append mode: a crash leaves at worst a torn last line, which readers skip."""
+    record = {"attempt": attempt(), "event": event, "global_step": global_step, "time": time.time(), **fields}
+    with open(Path(run_dir) / ATTEMPTS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def read_attempt_events(run_dir: str | Path) -> list[dict]:
+    """The events of ``run_dir``'s attempts.jsonl, in order (none when it does not exist)."""
+    try:
+        return parse_metrics((Path(run_dir) / ATTEMPTS_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

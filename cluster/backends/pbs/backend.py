@@ -19,6 +19,7 @@ from cluster.backends.pbs import script
 from train.contract import LOGS_DIR
 
 if TYPE_CHECKING:
+    from cluster.backends.accounting import Usage
     from cluster.runs import Run
     from cluster.spec import JobSpec
 
@@ -72,6 +73,18 @@ class PBSBackend(script.PBSScripts, Backend):
         found: dict[str, JobInfo] = {}
         for flavor in sorted(flavors or {"pbspro"}):
             found.update(pbs_jobs(job_ids, flavor))
+        return found
+
+    def accounting(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, list[Usage]] | None:
+        from cluster.backends.pbs.usage import pbs_usage
+
+        flavors = {r.get("pbs_flavor", "pbspro") for r in records if r.get("scheduler") == self.kind}
+        found: dict[str, list[Usage]] = {}
+        for flavor in sorted(flavors or {"pbspro"}):
+            answer = pbs_usage(job_ids, flavor)
+            if answer is None:
+                return None
+            found.update(answer)
         return found
 
     def cancel(self, job_id: str, run: Run) -> None:

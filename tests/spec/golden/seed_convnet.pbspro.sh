@@ -2,8 +2,8 @@
 
 #PBS -N seed-convnet
 #PBS -q gpu
-#PBS -l select=1:ncpus=4:ngpus=1:mem=16gb:mpiprocs=1
-#PBS -l walltime=02:00:00
+#PBS -l select=1:ncpus=4:ngpus=1:mem=4gb:mpiprocs=1
+#PBS -l walltime=00:30:00
 
 # --- environment (rendered by cluster-train)
 if [ -n "${PBS_O_WORKDIR:-}" ]; then cd "$PBS_O_WORKDIR"; fi
@@ -16,7 +16,7 @@ fi
 module load cuda/11.1 || { echo "cluster-train: 'module load cuda/11.1' failed; stopping before training (fix environment.modules)" >&2; exit 3; }
 export TMPDIR="$HOME/tmp"
 mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR (fix environment.tmpdir)" >&2; exit 3; }
-export CLUSTER_DEADLINE=$(( $(date +%s) + 7200 ))
+export CLUSTER_DEADLINE=$(( $(date +%s) + 1800 ))
 
 # --- run: the resolved spec travels inside this script
 JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"
@@ -43,8 +43,8 @@ resources:
   tasks_per_node: 1
   gpus_per_node: 1
   cpus_per_task: 4
-  mem: 16G
-  time: 02:00:00
+  mem: 4G
+  time: 00:30:00
 environment:
   modules:
   - cuda/11.1

@@ -3,8 +3,8 @@
 #PBS -N seed-convnet
 #PBS -q gpu
 #PBS -l nodes=1:ppn=4:gpus=1
-#PBS -l mem=16gb
-#PBS -l walltime=02:00:00
+#PBS -l mem=4gb
+#PBS -l walltime=00:30:00
 
 # --- environment (rendered by cluster-train)
 if [ -n "${PBS_O_WORKDIR:-}" ]; then cd "$PBS_O_WORKDIR"; fi
@@ -17,7 +17,7 @@ fi
 module load cuda/11.1 || { echo "cluster-train: 'module load cuda/11.1' failed; stopping before training (fix environment.modules)" >&2; exit 3; }
 export TMPDIR="$HOME/tmp"
 mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR (fix environment.tmpdir)" >&2; exit 3; }
-export CLUSTER_DEADLINE=$(( $(date +%s) + 7200 ))
+export CLUSTER_DEADLINE=$(( $(date +%s) + 1800 ))
 
 # --- run: the resolved spec travels inside this script
 JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"
@@ -44,8 +44,8 @@ resources:
   tasks_per_node: 1
   gpus_per_node: 1
   cpus_per_task: 4
-  mem: 16G
-  time: 02:00:00
+  mem: 4G
+  time: 00:30:00
 environment:
   modules:
   - cuda/11.1

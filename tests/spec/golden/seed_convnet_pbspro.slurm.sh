@@ -6,8 +6,8 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=4
 #SBATCH --gres=gpu:1
-#SBATCH --mem=16G
-#SBATCH --time=02:00:00
+#SBATCH --mem=4G
+#SBATCH --time=00:30:00
 #SBATCH --signal=B:USR2@120
 #SBATCH --requeue
 #SBATCH --open-mode=append
@@ -22,7 +22,7 @@ fi
 module load cuda/11.1 || { echo "cluster-train: 'module load cuda/11.1' failed; stopping before training (fix environment.modules)" >&2; exit 3; }
 export TMPDIR="$HOME/tmp"
 mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR (fix environment.tmpdir)" >&2; exit 3; }
-export CLUSTER_DEADLINE=$(( $(date +%s) + 7200 ))
+export CLUSTER_DEADLINE=$(( $(date +%s) + 1800 ))
 
 # --- run: the resolved spec travels inside this script
 JOB_ID="${SLURM_JOB_ID:-${PBS_JOBID:-$$}}"
@@ -49,8 +49,8 @@ resources:
   tasks_per_node: 1
   gpus_per_node: 1
   cpus_per_task: 4
-  mem: 16G
-  time: 02:00:00
+  mem: 4G
+  time: 00:30:00
 environment:
   modules:
   - cuda/11.1

@@ -7,7 +7,7 @@
 #SBATCH --ntasks-per-node=2
 #SBATCH --cpus-per-task=4
 #SBATCH --gpus-per-node=4
-#SBATCH --time=02:00:00
+#SBATCH --time=00:30:00
 #SBATCH --signal=B:USR2@120
 #SBATCH --open-mode=append
 #SBATCH --constraint=a100
@@ -24,7 +24,7 @@ export TMPDIR="$HOME/tmp"
 mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR (fix environment.tmpdir)" >&2; exit 3; }
 export OMP_NUM_THREADS="4"
 export DATA="${SCRATCH}/data"
-export CLUSTER_DEADLINE=$(( $(date +%s) + 7200 ))
+export CLUSTER_DEADLINE=$(( $(date +%s) + 1800 ))
 # setup lines from the spec (trusted input, run as written)
 source venv/bin/activate
 
@@ -56,8 +56,8 @@ resources:
   tasks_per_node: 2
   gpus_per_node: 4
   cpus_per_task: 4
-  mem: 16G
-  time: 02:00:00
+  mem: 4G
+  time: 00:30:00
 environment:
   modules:
   - cuda/11.1

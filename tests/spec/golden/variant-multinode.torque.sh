@@ -4,7 +4,7 @@
 #PBS -q gpu
 #PBS -A proj-1
 #PBS -l nodes=2:ppn=8:gpus=4
-#PBS -l walltime=02:00:00
+#PBS -l walltime=00:30:00
 #PBS --constraint=a100
 
 # --- environment (rendered by cluster-train)
@@ -20,7 +20,7 @@ export TMPDIR="$HOME/tmp"
 mkdir -p "$TMPDIR" || { echo "cluster-train: cannot create TMPDIR=$TMPDIR (fix environment.tmpdir)" >&2; exit 3; }
 export OMP_NUM_THREADS="4"
 export DATA="${SCRATCH}/data"
-export CLUSTER_DEADLINE=$(( $(date +%s) + 7200 ))
+export CLUSTER_DEADLINE=$(( $(date +%s) + 1800 ))
 # setup lines from the spec (trusted input, run as written)
 source venv/bin/activate
 
@@ -52,8 +52,8 @@ resources:
   tasks_per_node: 2
   gpus_per_node: 4
   cpus_per_task: 4
-  mem: 16G
-  time: 02:00:00
+  mem: 4G
+  time: 00:30:00
 environment:
   modules:
   - cuda/11.1
