@@ -1150,14 +1150,32 @@ def _command_sections(data: dict) -> dict[str, Any]:
             _argv_text(value, key)
         pairs.append((name, value))
     values = dict(pairs)
-    for i, item in enumerate(command):
-        render_placeholders(item, values, f"command[{i}]")
+    _check_program([render_placeholders(item, values, f"command[{i}]") for i, item in enumerate(command)])
     resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
     for key in ("nodes", "tasks_per_node"):  # validated as counts by _resources_section already
         if resources.get(key, 1) != 1:
             raise SpecError(f"resources.{key}", f"is {_show(resources[key])} (allowed: 1 for a command job, which "
                             "runs one process; a program that wants several ranks starts them itself)")
     return {"command": tuple(command), "vars": tuple(pairs)}
+
+
+def _check_program(argv: list[str]) -> None:
+    """``command[0]`` once its placeholders are filled: a program, never what bash runs itself.
+
+    The script starts it with ``exec --`` (no function, builtin or keyword), and the local
+    executor with ``execvp``; a builtin's name would then be looked up as a program on
+    ``PATH`` by both. Refused here instead, so that ``[eval, ...]`` or a ``{prog}`` that is
+    ``eval`` never gets that far (a path such as ``./eval`` is a file, and stays allowed).
+    """
+    from cluster.shell_words import shell_word_kind
+
+    program = argv[0]
+    if not program.strip():
+        raise SpecError("command[0]", "is empty once its placeholders are filled (allowed: a program name or path)")
+    kind = shell_word_kind(program)
+    if kind:
+        raise SpecError("command[0]", f"{_show(program, 20)} is {kind}, not a program (allowed: a program "
+                        "name or path; no shell runs the command, write e.g. /bin/echo for the program)")
 
 
 def _argv_text(text: str, key: str) -> str:
