@@ -1077,7 +1077,8 @@ def _parse_sweep(value: Any, section: str = "train") -> tuple[tuple[str, tuple[A
 
 MAX_COMMAND_ITEMS = 1000
 MAX_COMMAND_CHARS = 100_000
-"""Linux takes at most 128 KiB per argument and about 2 MiB for all; these stay well inside."""
+"""Per item as written; once ``{placeholders}`` are filled, :data:`MAX_ARG_BYTES` per argument
+and :func:`argv_limit` for all of them hold (what ``execve`` takes)."""
 _VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 PLACEHOLDER_ALLOWED = "allowed: {name} with name in vars, '{{' and '}}' for literal braces"
@@ -1150,7 +1151,9 @@ def _command_sections(data: dict) -> dict[str, Any]:
             _argv_text(value, key)
         pairs.append((name, value))
     values = dict(pairs)
-    _check_program([render_placeholders(item, values, f"command[{i}]") for i, item in enumerate(command)])
+    argv = [render_placeholders(item, values, f"command[{i}]") for i, item in enumerate(command)]
+    _check_program(argv)
+    _check_argv_size(argv)
     resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
     for key in ("nodes", "tasks_per_node"):  # validated as counts by _resources_section already
         if resources.get(key, 1) != 1:
@@ -1176,6 +1179,42 @@ def _check_program(argv: list[str]) -> None:
     if kind:
         raise SpecError("command[0]", f"{_show(program, 20)} is {kind}, not a program (allowed: a program "
                         "name or path; no shell runs the command, write e.g. /bin/echo for the program)")
+
+
+MAX_ARG_BYTES = 32 * 4096 - 1
+"""Linux's limit for one argument (MAX_ARG_STRLEN, 32 pages, with its NUL): execve refuses more."""
+ENV_RESERVE_BYTES = 256 * 1024
+"""Room left in the system's argument limit for the job's environment (the scheduler's and the
+toolkit's variables, and more than this machine's own environment)."""
+
+
+def argv_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The most bytes a command job's argv may take: ``execve`` counts the arguments and the
+    environment against ``ARG_MAX`` together (each string with its NUL, and a pointer per string).
+    The environment here is the login node's, so :data:`ENV_RESERVE_BYTES` more are kept free."""
+    env = os.environ if environ is None else environ
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError, AttributeError):  # not POSIX: Linux's usual value
+        arg_max = 2 * 1024 * 1024
+    env_bytes = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 + 8 for k, v in env.items())
+    return max(arg_max - env_bytes - ENV_RESERVE_BYTES, 0)
+
+
+def _check_argv_size(argv: list[str]) -> None:
+    """The argv once placeholders are filled must fit ``execve``: each argument and all together."""
+    total = 0
+    for i, arg in enumerate(argv):
+        size = len(arg.encode("utf-8", "surrogateescape"))
+        if size > MAX_ARG_BYTES:
+            raise SpecError(f"command[{i}]", f"is {size} bytes once its placeholders are filled (allowed: at most "
+                            f"{MAX_ARG_BYTES}, the system's limit for one argument)")
+        total += size + 1 + 8
+    limit = argv_limit()
+    if total > limit:
+        raise SpecError("command", f"its {len(argv)} arguments take {total} bytes once the placeholders are filled "
+                        f"(allowed: at most {limit}, the system's argument limit ARG_MAX less room for the "
+                        "environment)")
 
 
 def _argv_text(text: str, key: str) -> str:

@@ -66,12 +66,24 @@ def parse_sweep_args(items: list[str]) -> list[tuple[str, list[Any]]]:
         if not sep or not key.strip() or not values.strip():
             raise SpecError("--sweep", f"expected dotted.key=v1,v2,... (got {cut(item, 60)!r})")
         grid.append((key.strip(), [_sweep_value(key.strip(), v) for v in values.split(",")]))
-    points = 1
-    for _, values in grid:
-        points *= len(values)
-    if points > MAX_SWEEP_POINTS:
-        raise SpecError("--sweep", f"makes {points} tasks (allowed: at most {MAX_SWEEP_POINTS} in one sweep)")
+    check_grid_size(grid, "--sweep")
     return grid
+
+
+def check_grid_size(grid: list[tuple[str, list[Any]]], key: str, file: str | None = None) -> None:
+    """At most :data:`MAX_SWEEP_POINTS` tasks, each key once: for the whole grid (the spec's
+    ``sweep:`` and ``--sweep`` together), counted without building it."""
+    seen: set[str] = set()
+    points = 1
+    for name, values in grid:
+        if name in seen:
+            raise SpecError(f"--sweep {cut(name, 60)}", "is swept twice (in the spec's sweep: and by --sweep; "
+                            "allowed: each key once)", file)
+        seen.add(name)
+        points *= len(values)
+        if points > MAX_SWEEP_POINTS:  # stop multiplying: 100 keys of 100 values is a 200-digit number
+            total = "more than" if len(seen) < len(grid) else "makes"
+            raise SpecError(key, f"{total} {points} tasks (allowed: at most {MAX_SWEEP_POINTS} in one sweep)", file)
 
 
 def _sweep_value(key: str, text: str) -> Any:
@@ -134,6 +146,7 @@ class Sweep:
 def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = None) -> Sweep:
     """Create the sweep's run directories and submit them as one array job."""
     grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(sweep_args)
+    check_grid_size(grid, "sweep" if spec.sweep and sweep_args else "--sweep", spec.source)
     section = "vars" if spec.command else "train"
     for key, _ in grid:
         if not key.startswith(f"{section}."):
