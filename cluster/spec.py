@@ -36,16 +36,33 @@ PBS_FLAVORS = ("pbspro", "torque")
 SLURM_GPU_FLAGS = ("gres", "gpus", "gpus-per-node")
 CONTINUATIONS = ("requeue", "chain")
 
-# Values that end up inside #SBATCH/#PBS lines or unquoted shell words.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-_MODULE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/-]*$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Values that end up inside #SBATCH/#PBS lines or unquoted shell words: ASCII words, each
+# (first characters, other characters, most characters). Checked with sets, not regular
+# expressions: exact (a `$` would let a trailing newline through, `\w` and `\d` non-ASCII
+# letters and digits) and nothing compiled at import on the login path.
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_NAME_WORD = (frozenset(_ALNUM), frozenset(_ALNUM + "._-"), 64)
+_QUEUE_WORD = (frozenset(_ALNUM), frozenset(_ALNUM + "._@-"), None)
+_MODULE_WORD = (frozenset(_ALNUM + "_"), frozenset(_ALNUM + "_.+/-"), None)
+_ENV_NAME_WORD = (frozenset(_ALNUM[:52] + "_"), frozenset(_ALNUM + "_"), None)
+_VAR_NAME_WORD = (_ENV_NAME_WORD[0], _ENV_NAME_WORD[1], 64)
 # Paths may use $VAR and ${VAR}; nothing that runs a command or ends one.
 _PATH_FORBIDDEN = ("$(", "`", ";", "&", "|", "<", ">", '"', "\\", "'")
-_PATH_VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_NOT_TAB_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Regular expressions as text: ``re`` compiles each on first use (and caches it), so a command
+# pays only for those it uses. re.ASCII throughout; full matches only.
+_CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL_NOT_TAB = r"[\x00-\x08\x0a-\x1f\x7f]"
+
+
+def _is_word(value: str, word: tuple[frozenset[str], frozenset[str], int | None]) -> bool:
+    """``value`` is one ASCII word of the kind ``word`` describes (see ``_NAME_WORD``)."""
+    first, rest, most = word
+    return bool(value) and value[0] in first and (most is None or len(value) <= most) \
+        and all(c in rest for c in value[1:])
+
+
+def _has_control(value: str, control: str = _CONTROL) -> bool:
+    return re.search(control, value, re.ASCII) is not None
 
 
 # ---------------------------------------------------------------- YAML
@@ -174,13 +191,13 @@ SpecLoader.yaml_implicit_resolvers = {
 }
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+)$"),
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+)\Z"),
     list("-+0123456789"),
 )
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
-               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"),
     list("-+0123456789."),
 )
 if _FastSpecLoader is not None:
@@ -407,10 +424,10 @@ def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str
                             "environment of cluster; set it, or write the path out)", file or None)
         return env[name]
 
-    return _EXPAND_RE.sub(value, text)
+    return re.sub(_EXPAND, value, text, flags=re.ASCII)
 
 
-_EXPAND_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_EXPAND = r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
@@ -570,7 +587,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ..
         if not isinstance(base_ref, str) or not base_ref.strip():
             raise SpecError("extends", f"must be a path to a site defaults file (got {_kind(base_ref)}; "
                             "allowed: a path relative to this file)", str(path))
-        if len(base_ref) > 1024 or _CONTROL_RE.search(base_ref):
+        if len(base_ref) > 1024 or _has_control(base_ref):
             raise SpecError("extends", f"invalid path {_show(base_ref)} (allowed: a path relative to this file, "
                             "one line, at most 1024 characters)", str(path))
         base_path = path.parent / base_ref
@@ -604,7 +621,7 @@ def _note_origin(origins: dict[str, str], key: str, file: str) -> None:
 
 def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
     """The file (or ``--set``) that last replaced ``key``, a section around it, or a key inside it."""
-    key = re.sub(r"\[\d+\]", "", key)  # environment.modules[1] was set as environment.modules
+    key = re.sub(r"\[[0-9]+\]", "", key)  # environment.modules[1] was set as environment.modules
     if not key:
         return default
     related = [file for name, file in origins.items()
@@ -761,12 +778,13 @@ def _check_numbers(value: Any, key: str, depth: int = 0) -> None:
             _check_numbers(item, f"{key}[{i}]", depth + 1)
 
 
-def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -> str:
+def _safe_string(value: Any, key: str, word: tuple[frozenset[str], frozenset[str], int | None],
+                 allowed: str) -> str:
     if not isinstance(value, str):
         raise SpecError(key, f"must be a string (got {_kind(value)})")
-    if _CONTROL_RE.search(value):
+    if _has_control(value):
         raise SpecError(key, f"contains a newline or control character (allowed: {allowed})")
-    if not pattern.match(value):
+    if not _is_word(value, word):
         raise SpecError(key, f"invalid value {_show(value)} (allowed: {allowed})")
     return value
 
@@ -776,7 +794,7 @@ def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -
 # and `...` run commands, and $[X] or $((X)) evaluate X's *value* as arithmetic, where an
 # array subscript such as a[$(cmd)] runs cmd. So a lone '$' is refused too: with D: "$",
 # X: "a[${D}(cmd)]" and Y: "$[X]" three harmless-looking values would compose into a command.
-_SHELL_REF_RE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+_SHELL_REF = r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)"
 _MAX_SHELL_TEXT = 4096
 PATH_ALLOWED = "allowed: a path, $VAR or ${VAR}"
 PATH_NO_COMMANDS = "allowed: a path, $VAR or ${VAR}; no commands or quotes"
@@ -786,9 +804,9 @@ def _shell_text(value: str, key: str) -> str:
     """Refuse anything in a double-quoted shell word but literal text, $NAME and ${NAME}."""
     if len(value) > _MAX_SHELL_TEXT:
         raise SpecError(key, f"is {len(value)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
-    if _CONTROL_RE.search(value):
+    if _has_control(value):
         raise SpecError(key, f"contains a newline or control character ({PATH_ALLOWED})")
-    rest = _SHELL_REF_RE.sub("", value)
+    rest = re.sub(_SHELL_REF, "", value, flags=re.ASCII)
     dollar = rest.find("$")
     if dollar >= 0:
         after = rest[dollar + 1: dollar + 2]
@@ -804,7 +822,7 @@ def _shell_text(value: str, key: str) -> str:
         if bad in value:
             raise SpecError(key, f"contains {bad!r} ({PATH_NO_COMMANDS})")
     # A stray brace would end the ${CLUSTER_RUN_DIR:-...} expansion the script wraps runs_dir in.
-    if re.search(r"[{}]", rest):
+    if "{" in rest or "}" in rest:
         raise SpecError(key, f"contains '{{' or '}}' outside ${{VAR}} ({PATH_ALLOWED})")
     return value
 
@@ -842,7 +860,7 @@ _ENV_RESERVED = frozenset({
 def _env_name(var: Any, key: str) -> str:
     if not isinstance(var, str):
         raise SpecError(key, f"must be a string (got {_kind(var)})")
-    _safe_string(var, key, _ENV_NAME_RE, "NAME of letters, digits, '_'")
+    _safe_string(var, key, _ENV_NAME_WORD, "NAME of letters, digits, '_'")
     if len(var) > 128:
         raise SpecError(key, f"is {len(var)} characters long (allowed: a NAME of at most 128)")
     if var == "TMPDIR":
@@ -869,7 +887,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
             raise SpecError(f"{key}[{i}]", f"must be a string (got {_kind(item)})")
         if len(item) > _MAX_SHELL_TEXT:
             raise SpecError(f"{key}[{i}]", f"is {len(item)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
-        if _CONTROL_NOT_TAB_RE.search(item):
+        if _has_control(item, _CONTROL_NOT_TAB):
             raise SpecError(f"{key}[{i}]", "contains a newline or control character (allowed: one line per item)")
     return tuple(value)
 
@@ -888,7 +906,7 @@ MAX_LIST_ITEMS = 1000
 def _spec_walltime(value: Any) -> int:
     """:func:`parse_walltime`, bounded: a walltime of more than a year is refused."""
     if isinstance(value, str) and len(value.strip()) > 40:
-        if re.fullmatch(r"[\d:\-\s]+", value):
+        if re.fullmatch(r"[0-9:\- \t\n\r\f\v]+", value, re.ASCII):
             raise ValueError(f"must be at most {MAX_WALLTIME_SECONDS // 86400} days")
         raise ValueError
     seconds = parse_walltime(value)
@@ -931,7 +949,7 @@ def _build(data: dict, source: str) -> JobSpec:
     _check_numbers(data, "")
     if "name" not in data:
         raise SpecError("name", "missing (a job name: letters, digits, '.', '_', '-')")
-    name = _safe_string(data["name"], "name", _NAME_RE, "letters, digits, '.', '_', '-', at most 64")
+    name = _safe_string(data["name"], "name", _NAME_WORD, "letters, digits, '.', '_', '-', at most 64")
     o = _section(data, "output", ("runs_dir",))
     output = Output(runs_dir=_safe_path(o.get("runs_dir", "runs"), "output.runs_dir"))
     train_data = data.get("train")
@@ -971,7 +989,7 @@ def _resources_section(data: dict) -> Resources:
                                      "cpus_per_task", "mem", "time"))
     for key in ("queue", "account"):
         if r.get(key) is not None:
-            _safe_string(r[key], f"resources.{key}", _QUEUE_RE, "letters, digits, '.', '_', '-', '@'")
+            _safe_string(r[key], f"resources.{key}", _QUEUE_WORD, "letters, digits, '.', '_', '-', '@'")
             if len(r[key]) > MAX_QUEUE_CHARS:
                 raise SpecError(f"resources.{key}", f"is {len(r[key])} characters long (allowed: at most "
                                 f"{MAX_QUEUE_CHARS})")
@@ -1008,7 +1026,7 @@ def _environment_section(data: dict) -> Environment:
                                        "requirements_file"))
     modules = _string_list(e.get("modules"), "environment.modules")
     for i, module in enumerate(modules):
-        _safe_string(module, f"environment.modules[{i}]", _MODULE_RE, "a module name like cuda/11.1")
+        _safe_string(module, f"environment.modules[{i}]", _MODULE_WORD, "a module name like cuda/11.1")
     env_map = e.get("env") or {}
     if not isinstance(env_map, dict):
         raise SpecError("environment.env", f"must be a mapping of NAME: value (got {_kind(env_map)})")
@@ -1079,8 +1097,7 @@ MAX_COMMAND_ITEMS = 1000
 MAX_COMMAND_CHARS = 100_000
 """Per item as written; once ``{placeholders}`` are filled, :data:`MAX_ARG_BYTES` per argument
 and :func:`argv_limit` for all of them hold (what ``execve`` takes)."""
-_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_PLACEHOLDER = r"\{\{|\}\}|\{([^{}]*)\}|[{}]"
 PLACEHOLDER_ALLOWED = "allowed: {name} with name in vars, '{{' and '}}' for literal braces"
 
 
@@ -1104,7 +1121,9 @@ def render_placeholders(text: str, values: Mapping[str, Any], key: str) -> str:
         value = values[name]
         return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
-    return _PLACEHOLDER_RE.sub(fill, text)
+    if "{" not in text and "}" not in text:  # most arguments: nothing to fill
+        return text
+    return re.sub(_PLACEHOLDER, fill, text)
 
 
 def _command_sections(data: dict) -> dict[str, Any]:
@@ -1143,7 +1162,7 @@ def _command_sections(data: dict) -> dict[str, Any]:
     pairs = []
     for name, value in raw_vars.items():
         key = f"vars.{cut(str(name), 60)}"
-        if not isinstance(name, str) or not _VAR_NAME_RE.match(name):
+        if not isinstance(name, str) or not _is_word(name, _VAR_NAME_WORD):
             raise SpecError(key, "invalid name (allowed: letters, digits, '_', not starting with a digit)")
         if not isinstance(value, (str, int, float)):
             raise SpecError(key, f"must be a string, number or boolean (got {_kind(value)})")

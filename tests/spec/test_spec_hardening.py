@@ -682,3 +682,59 @@ def test_shipped_task_signal_memory_is_bounded(tmp_path, monkeypatch, capsys):
     check_refuses(tmp_path, monkeypatch, capsys, "job.yaml",
                   "job.yaml: train.options.samples: samples x length is 65536000000, generated in memory "
                   f"(allowed: at most {2 ** 28}, 1 GiB of float32)")
+
+
+# --- every pattern on a spec value is a full, ASCII match ------------------------------------
+
+@pytest.mark.parametrize("doc, message", [
+    pytest.param({"train": {"device": "cpu\n"}}, "train.device: must be auto, cpu, cuda or cuda:N (got 'cpu\\n')",
+                 id="device-newline"),
+    pytest.param({"train": {"device": "cuda:\u0663"}}, "train.device: must be auto, cpu, cuda or cuda:N "
+                 "(got 'cuda:\u0663')", id="device-arabic-digit"),
+    pytest.param({"train": {"device": "cuda:\uff11"}}, "train.device: must be auto, cpu, cuda or cuda:N "
+                 "(got 'cuda:\uff11')", id="device-fullwidth-digit"),
+    pytest.param({"command": ["python3", "{a}"], "vars": {"a\n": 1}},
+                 "vars.a\\n: invalid name (allowed: letters, digits, '_', not starting with a digit)", id="var-newline"),
+    pytest.param({"command": ["python3"], "vars": {"\u00e4": 1}},
+                 "vars.\u00e4: invalid name (allowed: letters, digits, '_', not starting with a digit)", id="var-umlaut"),
+    pytest.param({"train": {"task": "train.tasks.signal_cnn:SignalCNN\n"}},
+                 "train.task: must be 'package.module:ClassName' (got 'train.tasks.signal_cnn:SignalCNN\\n')",
+                 id="task-newline"),
+    pytest.param({"train": {"task": "tr\u00e4in.tasks:X"}},
+                 "train.task: must be 'package.module:ClassName' (got 'tr\u00e4in.tasks:X')", id="task-umlaut"),
+    pytest.param({"resources": {"mem": "\u0663G"}}, "resources.mem: cannot parse '\u0663G' "
+                 f"({MEM_ALLOWED})", id="mem-arabic-digit"),
+    pytest.param({"resources": {"time": "\u0663\u0660"}}, "resources.time: cannot parse '\u0663\u0660' "
+                 f"({TIME_ALLOWED})", id="time-arabic-digits"),
+    pytest.param({"resources": {"time": "\u0661:00:00"}}, "resources.time: cannot parse '\u0661:00:00' "
+                 f"({TIME_ALLOWED})", id="time-arabic-hours"),
+    pytest.param({"environment": {"env": {"A\u00e4": "1"}}}, "environment.env.A\u00e4: invalid value 'A\u00e4' "
+                 "(allowed: NAME of letters, digits, '_')", id="env-name-umlaut"),
+    pytest.param({"environment": {"modules": ["cuda/\u0661\u0661"]}}, "environment.modules[0]: invalid value "
+                 "'cuda/\u0661\u0661' (allowed: a module name like cuda/11.1)", id="module-arabic-digits"),
+    pytest.param({"resources": {"queue": "gpu\u00e4"}}, "resources.queue: invalid value 'gpu\u00e4' (allowed: "
+                 "letters, digits, '.', '_', '-', '@')", id="queue-umlaut"),
+])
+def test_patterns_match_whole_ascii_values(tmp_path, monkeypatch, capsys, doc, message):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j", **doc}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", f"job.yaml: {message}")
+
+
+def test_the_name_pattern_is_whole_and_ascii(tmp_path, monkeypatch, capsys):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j\u0663"}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", "job.yaml: name: invalid value 'j\u0663' (allowed: "
+                  "letters, digits, '.', '_', '-', at most 64)")
+
+
+def test_the_login_path_compiles_no_pattern_of_ours_at_import():
+    """``import cluster.spec`` (with the contract it validates through) compiles only the two
+    YAML resolvers the loader replaces; the rest are compiled by ``re`` when first used."""
+    probe = ("import re, sys\ncompile_ = re._compile\nmine = []\n"
+             "def counted(pattern, flags):\n"
+             "    if 'site-packages' not in sys._getframe(2).f_code.co_filename and "
+             "'/python3' not in sys._getframe(2).f_code.co_filename: mine.append(pattern)\n"
+             "    return compile_(pattern, flags)\n"
+             "re._compile = counted\nimport yaml\nimport cluster.spec, cluster.units, train.contract.config\n"
+             "print(len(mine))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "2", proc.stdout + proc.stderr

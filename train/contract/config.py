@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,17 @@ from typing import Any
 from train.contract import SpecError
 from train.contract.task import DEFAULT_TASK, build_options, options_to_dict, resolve_task
 
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+DEVICES = ("auto", "cpu", "cuda")
+"""`train.device`: one of these, or `cuda:N` (N in ASCII digits; see `is_device`)."""
+
+
+def is_device(value: Any) -> bool:
+    """`auto`, `cpu`, `cuda` or `cuda:N`, exactly (no trailing newline, no non-ASCII digit)."""
+    if not isinstance(value, str):
+        return False
+    index = value[5:] if value.startswith("cuda:") else None
+    return value in DEVICES or (index is not None and index.isascii() and index.isdigit())
+
 DATA_SOURCES = ("synthetic", "npz")
 
 # The two 3x3 convolutions (no padding) take 4 off each side length and the 2x2 max
@@ -651,7 +660,7 @@ class TrainConfig:
         _check_at_most(f"{prefix}.epochs", self.epochs, MAX_EPOCHS, "10**6", "more is surely a typo")
         _check_int(f"{prefix}.batch_size", self.batch_size, minimum=1, what="a positive integer")
         _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
-        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+        if not is_device(self.device):
             raise SpecError(f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N (got {_describe(self.device)})")
         if self.threads is not None:
             _check_int(f"{prefix}.threads", self.threads, minimum=1, what="a positive integer, or null to choose automatically")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import re
 import sys
 import types
 import typing
@@ -21,7 +20,14 @@ from typing import Any
 from train.contract import SpecError
 
 DEFAULT_TASK = "train.tasks.seed_convnet:SeedConvNet"
-TASK_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+def is_task_ref(ref: Any) -> bool:
+    """"package.module:ClassName" of ASCII identifiers, exactly (no regular expression: none
+    is compiled at import, and no trailing newline or non-ASCII letter gets through)."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        return False
+    module, _, attr = ref.partition(":")
+    return all(part.isascii() and part.isidentifier() for part in (*module.split("."), attr))
+
 REQUIRED_METHODS = ("data", "model", "loss")
 
 
@@ -37,7 +43,7 @@ def resolve_task(ref: Any, key: str = "train.task") -> type:
     line is quoted), one that imports torch when imported (the login node must not), a
     missing attribute, and a class without the protocol's methods.
     """
-    if not isinstance(ref, str) or not TASK_PATTERN.match(ref):
+    if not is_task_ref(ref):
         shown = repr(ref)[:70]
         raise SpecError(key, f"must be 'package.module:ClassName' (got {shown})")
     module_name, _, attr = ref.partition(":")
