@@ -926,9 +926,14 @@ def _lookup(data: Any, key: str) -> Any:
 
 def _train_config(data: dict) -> TrainConfig:
     """``TrainConfig.from_dict`` (the contract's), with its messages kept short: it echoes values whole."""
+    from train.contract.task_probe import isolate_task_imports
+
     train_data = data.get("train") or {}
     try:
-        return TrainConfig.from_dict(train_data)
+        # A task module that is not ours is imported in a subprocess: its code cannot end, hang or
+        # print into the command (a job, which runs the task anyway, imports it in-process).
+        with isolate_task_imports(unless_set=True):
+            return TrainConfig.from_dict(train_data)
     except SpecError as err:
         key, message = err.key, err.message
         if len(message) > 200:

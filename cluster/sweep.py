@@ -30,6 +30,7 @@ from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
 from cluster.submit import prepare_run, scheduler_refusals
 from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
+from train.contract.task_probe import isolate_task_imports
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
@@ -124,7 +125,8 @@ class LocalSweepJob(TrainJob):
             run = Run(run_dir)
             if (Path(run_dir) / SUMMARY_FILE).exists() or run.read().get("state") == "completed":
                 continue  # done before a requeue
-            spec = load_spec(run.spec_path)
+            with isolate_task_imports(False):  # in the job, as TrainJob loads it
+                spec = load_spec(run.spec_path)
             if spec.command:
                 results.append(job_for(spec, run_dir)())
                 continue

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from train.contract import SpecError
-from train.contract.task import DEFAULT_TASK, build_options, options_to_dict, resolve_task
+from train.contract.task import DEFAULT_TASK, CheckedOptions, options_to_dict, resolve_task
+from train.contract.task_probe import find_task, task_options
 
 DEVICES = ("auto", "cpu", "cuda")
 """`train.device`: one of these, or `cuda:N` (N in ASCII digits; see `is_device`)."""
@@ -674,6 +675,10 @@ class TrainConfig:
             raise SpecError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)} (got {_describe(self.precision)})")
         if not isinstance(self.tensorboard, bool):
             raise SpecError(f"{prefix}.tensorboard", f"must be true or false (got {_describe(self.tensorboard)})")
+        if isinstance(self.options, CheckedOptions):  # validated by the task itself, in its probe
+            if self.options.task != self.task:
+                raise SpecError(f"{prefix}.options", f"are {self.options.task}'s, not {self.task}'s")
+            return
         task = resolve_task(self.task, f"{prefix}.task")
         declared = getattr(task, "Options", None)
         if self.options is None and declared is not None:
@@ -701,13 +706,13 @@ class TrainConfig:
         _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
         if "lr" in d:
             d["lr"] = _as_float(d["lr"])
-        task = resolve_task(d.get("task", DEFAULT_TASK), f"{prefix}.task")
+        task = find_task(d.get("task", DEFAULT_TASK), f"{prefix}.task")
         if d.get("task", DEFAULT_TASK) != DEFAULT_TASK:
             for name in ("data", "sampler"):
                 if name in d:
                     raise SpecError(f"{prefix}.{name}", f"is only used by the seed task (train.task is "
                                     f"{_describe(d['task'])}): give this task's settings under {prefix}.options")
-        d["options"] = build_options(task, d.get("options"), f"{prefix}.options")
+        d["options"] = task_options(task, d.get("options"), f"{prefix}.options")
         if "optimizer" in d:
             d["optimizer"] = OptimizerConfig.from_dict(d["optimizer"], f"{prefix}.optimizer")
             given = d["optimizer"].lr

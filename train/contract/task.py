@@ -20,6 +20,10 @@ from typing import Any
 from train.contract import SpecError
 
 DEFAULT_TASK = "train.tasks.seed_convnet:SeedConvNet"
+BUILTIN_TASKS = "train.tasks"
+"""The package of the shipped tasks: ours, imported in-process also on the login node."""
+REQUIRED_METHODS = ("data", "model", "loss")
+
 def is_task_ref(ref: Any) -> bool:
     """"package.module:ClassName" of ASCII identifiers, exactly (no regular expression: none
     is compiled at import, and no trailing newline or non-ASCII letter gets through)."""
@@ -28,7 +32,29 @@ def is_task_ref(ref: Any) -> bool:
     module, _, attr = ref.partition(":")
     return all(part.isascii() and part.isidentifier() for part in (*module.split("."), attr))
 
-REQUIRED_METHODS = ("data", "model", "loss")
+
+def is_builtin_task(ref: str) -> bool:
+    """A task of ours (``train.tasks.*``): the toolkit's package wins over the submit directory."""
+    module = ref.partition(":")[0]
+    return module == BUILTIN_TASKS or module.startswith(BUILTIN_TASKS + ".")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedOptions:
+    """A task's options as its own ``Options`` validated them in the probe: what the login node
+    keeps instead of an instance of a class it did not import (YAML-safe values, lists as
+    tuples). The job builds the real instance from them (:func:`materialize_options`)."""
+
+    task: str
+    values: tuple[tuple[str, Any], ...]
+
+
+def materialize_options(task: type, options: Any) -> Any:
+    """The task's own ``Options`` instance for ``options`` as a spec holds them (a job whose spec
+    was loaded with isolated imports holds :class:`CheckedOptions`)."""
+    if isinstance(options, CheckedOptions):
+        return build_options(task, options_to_dict(options))
+    return options
 
 
 def _first_line(err: BaseException) -> str:
@@ -143,4 +169,5 @@ def options_to_dict(options: Any) -> dict:
     """The options as YAML-safe values (tuples become lists)."""
     if options is None:
         return {}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
+    values = options.values if isinstance(options, CheckedOptions) else dataclasses.asdict(options).items()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values}
