@@ -49,6 +49,8 @@ def _become_subreaper() -> None:
 
 
 def _reap(worker: int) -> None:
+    """Wait for the import process (or the probe's SIGTERM), kill all that is left, and exit
+    with the import process's status (what the probe reports for an ``os._exit``)."""
     def stop(signum: int, frame: Any) -> None:
         raise _Stop
 
@@ -67,6 +69,9 @@ class _Stop(BaseException):
 
 
 def _import_and_serve(ref: str, key: str, requests: int, answers: int, devnull: int) -> None:
+    """The import process: import the task with fds 0-2 its own (nothing reaches the probe's
+    output), say whether that went well, then validate each requested set of options with
+    the task's own rules until the requests end."""
     from train.contract import SpecError
     from train.contract.task import build_options, options_to_dict, resolve_task
 
