@@ -43,6 +43,7 @@ from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
                             RunLocked)
+from train.contract.task_probe import isolate_task_imports
 
 
 def _say(line: str, *, stderr: bool = False) -> None:
@@ -68,7 +69,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         env = submitit.JobEnvironment()
         run = Run(self.run_dir)
-        spec = load_spec(run.spec_path)
+        with isolate_task_imports(False):  # the job runs the task: its module is imported here anyway
+            spec = load_spec(run.spec_path)
         backend = backends.get(run.scheduler())
         backend.job_environment(spec)
         rank = env.global_rank

@@ -36,16 +36,33 @@ PBS_FLAVORS = ("pbspro", "torque")
 SLURM_GPU_FLAGS = ("gres", "gpus", "gpus-per-node")
 CONTINUATIONS = ("requeue", "chain")
 
-# Values that end up inside #SBATCH/#PBS lines or unquoted shell words.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-_MODULE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/-]*$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Values that end up inside #SBATCH/#PBS lines or unquoted shell words: ASCII words, each
+# (first characters, other characters, most characters). Checked with sets, not regular
+# expressions: exact (a `$` would let a trailing newline through, `\w` and `\d` non-ASCII
+# letters and digits) and nothing compiled at import on the login path.
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_NAME_WORD = (frozenset(_ALNUM), frozenset(_ALNUM + "._-"), 64)
+_QUEUE_WORD = (frozenset(_ALNUM), frozenset(_ALNUM + "._@-"), None)
+_MODULE_WORD = (frozenset(_ALNUM + "_"), frozenset(_ALNUM + "_.+/-"), None)
+_ENV_NAME_WORD = (frozenset(_ALNUM[:52] + "_"), frozenset(_ALNUM + "_"), None)
+_VAR_NAME_WORD = (_ENV_NAME_WORD[0], _ENV_NAME_WORD[1], 64)
 # Paths may use $VAR and ${VAR}; nothing that runs a command or ends one.
 _PATH_FORBIDDEN = ("$(", "`", ";", "&", "|", "<", ">", '"', "\\", "'")
-_PATH_VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_NOT_TAB_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Regular expressions as text: ``re`` compiles each on first use (and caches it), so a command
+# pays only for those it uses. re.ASCII throughout; full matches only.
+_CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL_NOT_TAB = r"[\x00-\x08\x0a-\x1f\x7f]"
+
+
+def _is_word(value: str, word: tuple[frozenset[str], frozenset[str], int | None]) -> bool:
+    """``value`` is one ASCII word of the kind ``word`` describes (see ``_NAME_WORD``)."""
+    first, rest, most = word
+    return bool(value) and value[0] in first and (most is None or len(value) <= most) \
+        and all(c in rest for c in value[1:])
+
+
+def _has_control(value: str, control: str = _CONTROL) -> bool:
+    return re.search(control, value, re.ASCII) is not None
 
 
 # ---------------------------------------------------------------- YAML
@@ -174,13 +191,13 @@ SpecLoader.yaml_implicit_resolvers = {
 }
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+)$"),
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+)\Z"),
     list("-+0123456789"),
 )
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
-               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"),
     list("-+0123456789."),
 )
 if _FastSpecLoader is not None:
@@ -407,10 +424,10 @@ def expand_path(text: str, environ: Mapping[str, str] | None = None, *, key: str
                             "environment of cluster; set it, or write the path out)", file or None)
         return env[name]
 
-    return _EXPAND_RE.sub(value, text)
+    return re.sub(_EXPAND, value, text, flags=re.ASCII)
 
 
-_EXPAND_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_EXPAND = r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
@@ -570,7 +587,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], names: tuple[str, ..
         if not isinstance(base_ref, str) or not base_ref.strip():
             raise SpecError("extends", f"must be a path to a site defaults file (got {_kind(base_ref)}; "
                             "allowed: a path relative to this file)", str(path))
-        if len(base_ref) > 1024 or _CONTROL_RE.search(base_ref):
+        if len(base_ref) > 1024 or _has_control(base_ref):
             raise SpecError("extends", f"invalid path {_show(base_ref)} (allowed: a path relative to this file, "
                             "one line, at most 1024 characters)", str(path))
         base_path = path.parent / base_ref
@@ -604,7 +621,7 @@ def _note_origin(origins: dict[str, str], key: str, file: str) -> None:
 
 def _origin_of(key: str, origins: Mapping[str, str], default: str) -> str:
     """The file (or ``--set``) that last replaced ``key``, a section around it, or a key inside it."""
-    key = re.sub(r"\[\d+\]", "", key)  # environment.modules[1] was set as environment.modules
+    key = re.sub(r"\[[0-9]+\]", "", key)  # environment.modules[1] was set as environment.modules
     if not key:
         return default
     related = [file for name, file in origins.items()
@@ -761,12 +778,13 @@ def _check_numbers(value: Any, key: str, depth: int = 0) -> None:
             _check_numbers(item, f"{key}[{i}]", depth + 1)
 
 
-def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -> str:
+def _safe_string(value: Any, key: str, word: tuple[frozenset[str], frozenset[str], int | None],
+                 allowed: str) -> str:
     if not isinstance(value, str):
         raise SpecError(key, f"must be a string (got {_kind(value)})")
-    if _CONTROL_RE.search(value):
+    if _has_control(value):
         raise SpecError(key, f"contains a newline or control character (allowed: {allowed})")
-    if not pattern.match(value):
+    if not _is_word(value, word):
         raise SpecError(key, f"invalid value {_show(value)} (allowed: {allowed})")
     return value
 
@@ -776,7 +794,7 @@ def _safe_string(value: Any, key: str, pattern: re.Pattern[str], allowed: str) -
 # and `...` run commands, and $[X] or $((X)) evaluate X's *value* as arithmetic, where an
 # array subscript such as a[$(cmd)] runs cmd. So a lone '$' is refused too: with D: "$",
 # X: "a[${D}(cmd)]" and Y: "$[X]" three harmless-looking values would compose into a command.
-_SHELL_REF_RE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+_SHELL_REF = r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)"
 _MAX_SHELL_TEXT = 4096
 PATH_ALLOWED = "allowed: a path, $VAR or ${VAR}"
 PATH_NO_COMMANDS = "allowed: a path, $VAR or ${VAR}; no commands or quotes"
@@ -786,9 +804,9 @@ def _shell_text(value: str, key: str) -> str:
     """Refuse anything in a double-quoted shell word but literal text, $NAME and ${NAME}."""
     if len(value) > _MAX_SHELL_TEXT:
         raise SpecError(key, f"is {len(value)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
-    if _CONTROL_RE.search(value):
+    if _has_control(value):
         raise SpecError(key, f"contains a newline or control character ({PATH_ALLOWED})")
-    rest = _SHELL_REF_RE.sub("", value)
+    rest = re.sub(_SHELL_REF, "", value, flags=re.ASCII)
     dollar = rest.find("$")
     if dollar >= 0:
         after = rest[dollar + 1: dollar + 2]
@@ -804,7 +822,7 @@ def _shell_text(value: str, key: str) -> str:
         if bad in value:
             raise SpecError(key, f"contains {bad!r} ({PATH_NO_COMMANDS})")
     # A stray brace would end the ${CLUSTER_RUN_DIR:-...} expansion the script wraps runs_dir in.
-    if re.search(r"[{}]", rest):
+    if "{" in rest or "}" in rest:
         raise SpecError(key, f"contains '{{' or '}}' outside ${{VAR}} ({PATH_ALLOWED})")
     return value
 
@@ -842,7 +860,7 @@ _ENV_RESERVED = frozenset({
 def _env_name(var: Any, key: str) -> str:
     if not isinstance(var, str):
         raise SpecError(key, f"must be a string (got {_kind(var)})")
-    _safe_string(var, key, _ENV_NAME_RE, "NAME of letters, digits, '_'")
+    _safe_string(var, key, _ENV_NAME_WORD, "NAME of letters, digits, '_'")
     if len(var) > 128:
         raise SpecError(key, f"is {len(var)} characters long (allowed: a NAME of at most 128)")
     if var == "TMPDIR":
@@ -869,7 +887,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
             raise SpecError(f"{key}[{i}]", f"must be a string (got {_kind(item)})")
         if len(item) > _MAX_SHELL_TEXT:
             raise SpecError(f"{key}[{i}]", f"is {len(item)} characters long (allowed: at most {_MAX_SHELL_TEXT})")
-        if _CONTROL_NOT_TAB_RE.search(item):
+        if _has_control(item, _CONTROL_NOT_TAB):
             raise SpecError(f"{key}[{i}]", "contains a newline or control character (allowed: one line per item)")
     return tuple(value)
 
@@ -888,7 +906,7 @@ MAX_LIST_ITEMS = 1000
 def _spec_walltime(value: Any) -> int:
     """:func:`parse_walltime`, bounded: a walltime of more than a year is refused."""
     if isinstance(value, str) and len(value.strip()) > 40:
-        if re.fullmatch(r"[\d:\-\s]+", value):
+        if re.fullmatch(r"[0-9:\- \t\n\r\f\v]+", value, re.ASCII):
             raise ValueError(f"must be at most {MAX_WALLTIME_SECONDS // 86400} days")
         raise ValueError
     seconds = parse_walltime(value)
@@ -908,9 +926,14 @@ def _lookup(data: Any, key: str) -> Any:
 
 def _train_config(data: dict) -> TrainConfig:
     """``TrainConfig.from_dict`` (the contract's), with its messages kept short: it echoes values whole."""
+    from train.contract.task_probe import isolate_task_imports
+
     train_data = data.get("train") or {}
     try:
-        return TrainConfig.from_dict(train_data)
+        # A task module that is not ours is imported in a subprocess: its code cannot end, hang or
+        # print into the command (a job, which runs the task anyway, imports it in-process).
+        with isolate_task_imports(unless_set=True):
+            return TrainConfig.from_dict(train_data)
     except SpecError as err:
         key, message = err.key, err.message
         if len(message) > 200:
@@ -931,7 +954,7 @@ def _build(data: dict, source: str) -> JobSpec:
     _check_numbers(data, "")
     if "name" not in data:
         raise SpecError("name", "missing (a job name: letters, digits, '.', '_', '-')")
-    name = _safe_string(data["name"], "name", _NAME_RE, "letters, digits, '.', '_', '-', at most 64")
+    name = _safe_string(data["name"], "name", _NAME_WORD, "letters, digits, '.', '_', '-', at most 64")
     o = _section(data, "output", ("runs_dir",))
     output = Output(runs_dir=_safe_path(o.get("runs_dir", "runs"), "output.runs_dir"))
     train_data = data.get("train")
@@ -971,7 +994,7 @@ def _resources_section(data: dict) -> Resources:
                                      "cpus_per_task", "mem", "time"))
     for key in ("queue", "account"):
         if r.get(key) is not None:
-            _safe_string(r[key], f"resources.{key}", _QUEUE_RE, "letters, digits, '.', '_', '-', '@'")
+            _safe_string(r[key], f"resources.{key}", _QUEUE_WORD, "letters, digits, '.', '_', '-', '@'")
             if len(r[key]) > MAX_QUEUE_CHARS:
                 raise SpecError(f"resources.{key}", f"is {len(r[key])} characters long (allowed: at most "
                                 f"{MAX_QUEUE_CHARS})")
@@ -1008,7 +1031,7 @@ def _environment_section(data: dict) -> Environment:
                                        "requirements_file"))
     modules = _string_list(e.get("modules"), "environment.modules")
     for i, module in enumerate(modules):
-        _safe_string(module, f"environment.modules[{i}]", _MODULE_RE, "a module name like cuda/11.1")
+        _safe_string(module, f"environment.modules[{i}]", _MODULE_WORD, "a module name like cuda/11.1")
     env_map = e.get("env") or {}
     if not isinstance(env_map, dict):
         raise SpecError("environment.env", f"must be a mapping of NAME: value (got {_kind(env_map)})")
@@ -1077,9 +1100,9 @@ def _parse_sweep(value: Any, section: str = "train") -> tuple[tuple[str, tuple[A
 
 MAX_COMMAND_ITEMS = 1000
 MAX_COMMAND_CHARS = 100_000
-"""Linux takes at most 128 KiB per argument and about 2 MiB for all; these stay well inside."""
-_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+"""Per item as written; once ``{placeholders}`` are filled, :data:`MAX_ARG_BYTES` per argument
+and :func:`argv_limit` for all of them hold (what ``execve`` takes)."""
+_PLACEHOLDER = r"\{\{|\}\}|\{([^{}]*)\}|[{}]"
 PLACEHOLDER_ALLOWED = "allowed: {name} with name in vars, '{{' and '}}' for literal braces"
 
 
@@ -1103,7 +1126,9 @@ def render_placeholders(text: str, values: Mapping[str, Any], key: str) -> str:
         value = values[name]
         return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
-    return _PLACEHOLDER_RE.sub(fill, text)
+    if "{" not in text and "}" not in text:  # most arguments: nothing to fill
+        return text
+    return re.sub(_PLACEHOLDER, fill, text)
 
 
 def _command_sections(data: dict) -> dict[str, Any]:
@@ -1142,7 +1167,7 @@ def _command_sections(data: dict) -> dict[str, Any]:
     pairs = []
     for name, value in raw_vars.items():
         key = f"vars.{cut(str(name), 60)}"
-        if not isinstance(name, str) or not _VAR_NAME_RE.match(name):
+        if not isinstance(name, str) or not _is_word(name, _VAR_NAME_WORD):
             raise SpecError(key, "invalid name (allowed: letters, digits, '_', not starting with a digit)")
         if not isinstance(value, (str, int, float)):
             raise SpecError(key, f"must be a string, number or boolean (got {_kind(value)})")
@@ -1150,14 +1175,70 @@ def _command_sections(data: dict) -> dict[str, Any]:
             _argv_text(value, key)
         pairs.append((name, value))
     values = dict(pairs)
-    for i, item in enumerate(command):
-        render_placeholders(item, values, f"command[{i}]")
+    argv = [render_placeholders(item, values, f"command[{i}]") for i, item in enumerate(command)]
+    _check_program(argv)
+    _check_argv_size(argv)
     resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
     for key in ("nodes", "tasks_per_node"):  # validated as counts by _resources_section already
         if resources.get(key, 1) != 1:
             raise SpecError(f"resources.{key}", f"is {_show(resources[key])} (allowed: 1 for a command job, which "
                             "runs one process; a program that wants several ranks starts them itself)")
     return {"command": tuple(command), "vars": tuple(pairs)}
+
+
+def _check_program(argv: list[str]) -> None:
+    """``command[0]`` once its placeholders are filled: a program, never what bash runs itself.
+
+    The script starts it with ``exec --`` (no function, builtin or keyword), and the local
+    executor with ``execvp``; a builtin's name would then be looked up as a program on
+    ``PATH`` by both. Refused here instead, so that ``[eval, ...]`` or a ``{prog}`` that is
+    ``eval`` never gets that far (a path such as ``./eval`` is a file, and stays allowed).
+    """
+    from cluster.shell_words import shell_word_kind
+
+    program = argv[0]
+    if not program.strip():
+        raise SpecError("command[0]", "is empty once its placeholders are filled (allowed: a program name or path)")
+    kind = shell_word_kind(program)
+    if kind:
+        raise SpecError("command[0]", f"{_show(program, 20)} is {kind}, not a program (allowed: a program "
+                        "name or path; no shell runs the command, write e.g. /bin/echo for the program)")
+
+
+MAX_ARG_BYTES = 32 * 4096 - 1
+"""Linux's limit for one argument (MAX_ARG_STRLEN, 32 pages, with its NUL): execve refuses more."""
+ENV_RESERVE_BYTES = 256 * 1024
+"""Room left in the system's argument limit for the job's environment (the scheduler's and the
+toolkit's variables, and more than this machine's own environment)."""
+
+
+def argv_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The most bytes a command job's argv may take: ``execve`` counts the arguments and the
+    environment against ``ARG_MAX`` together (each string with its NUL, and a pointer per string).
+    The environment here is the login node's, so :data:`ENV_RESERVE_BYTES` more are kept free."""
+    env = os.environ if environ is None else environ
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError, AttributeError):  # not POSIX: Linux's usual value
+        arg_max = 2 * 1024 * 1024
+    env_bytes = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 + 8 for k, v in env.items())
+    return max(arg_max - env_bytes - ENV_RESERVE_BYTES, 0)
+
+
+def _check_argv_size(argv: list[str]) -> None:
+    """The argv once placeholders are filled must fit ``execve``: each argument and all together."""
+    total = 0
+    for i, arg in enumerate(argv):
+        size = len(arg.encode("utf-8", "surrogateescape"))
+        if size > MAX_ARG_BYTES:
+            raise SpecError(f"command[{i}]", f"is {size} bytes once its placeholders are filled (allowed: at most "
+                            f"{MAX_ARG_BYTES}, the system's limit for one argument)")
+        total += size + 1 + 8
+    limit = argv_limit()
+    if total > limit:
+        raise SpecError("command", f"its {len(argv)} arguments take {total} bytes once the placeholders are filled "
+                        f"(allowed: at most {limit}, the system's argument limit ARG_MAX less room for the "
+                        "environment)")
 
 
 def _argv_text(text: str, key: str) -> str:

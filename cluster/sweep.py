@@ -30,6 +30,7 @@ from cluster.runs import Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
 from cluster.submit import prepare_run, scheduler_refusals
 from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
+from train.contract.task_probe import isolate_task_imports
 
 ARRAY_PARALLELISM = 16
 """At most this many tasks of one sweep run at once (Slurm's ``--array=...%N``)."""
@@ -66,12 +67,24 @@ def parse_sweep_args(items: list[str]) -> list[tuple[str, list[Any]]]:
         if not sep or not key.strip() or not values.strip():
             raise SpecError("--sweep", f"expected dotted.key=v1,v2,... (got {cut(item, 60)!r})")
         grid.append((key.strip(), [_sweep_value(key.strip(), v) for v in values.split(",")]))
-    points = 1
-    for _, values in grid:
-        points *= len(values)
-    if points > MAX_SWEEP_POINTS:
-        raise SpecError("--sweep", f"makes {points} tasks (allowed: at most {MAX_SWEEP_POINTS} in one sweep)")
+    check_grid_size(grid, "--sweep")
     return grid
+
+
+def check_grid_size(grid: list[tuple[str, list[Any]]], key: str, file: str | None = None) -> None:
+    """At most :data:`MAX_SWEEP_POINTS` tasks, each key once: for the whole grid (the spec's
+    ``sweep:`` and ``--sweep`` together), counted without building it."""
+    seen: set[str] = set()
+    points = 1
+    for name, values in grid:
+        if name in seen:
+            raise SpecError(f"--sweep {cut(name, 60)}", "is swept twice (in the spec's sweep: and by --sweep; "
+                            "allowed: each key once)", file)
+        seen.add(name)
+        points *= len(values)
+        if points > MAX_SWEEP_POINTS:  # stop multiplying: 100 keys of 100 values is a 200-digit number
+            total = "more than" if len(seen) < len(grid) else "makes"
+            raise SpecError(key, f"{total} {points} tasks (allowed: at most {MAX_SWEEP_POINTS} in one sweep)", file)
 
 
 def _sweep_value(key: str, text: str) -> Any:
@@ -112,7 +125,8 @@ class LocalSweepJob(TrainJob):
             run = Run(run_dir)
             if (Path(run_dir) / SUMMARY_FILE).exists() or run.read().get("state") == "completed":
                 continue  # done before a requeue
-            spec = load_spec(run.spec_path)
+            with isolate_task_imports(False):  # in the job, as TrainJob loads it
+                spec = load_spec(run.spec_path)
             if spec.command:
                 results.append(job_for(spec, run_dir)())
                 continue
@@ -134,6 +148,7 @@ class Sweep:
 def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = None) -> Sweep:
     """Create the sweep's run directories and submit them as one array job."""
     grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(sweep_args)
+    check_grid_size(grid, "sweep" if spec.sweep and sweep_args else "--sweep", spec.source)
     section = "vars" if spec.command else "train"
     for key, _ in grid:
         if not key.startswith(f"{section}."):

@@ -39,7 +39,8 @@ def format_walltime(seconds: int) -> str:
 
 
 _MEM_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-_MEM_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)\s*(?:([kKmMgGtT])(?:[iI]?[bB])?)?")
+_MEM = r"(\d{1,30}(?:\.\d{1,30})?)\s*(?:([kKmMgGtT])(?:[iI]?[bB])?)?"
+"""Compiled by ``re`` on first use (ASCII digits and spaces only)."""
 
 
 def parse_memory(value: Any) -> int:
@@ -58,7 +59,7 @@ def parse_memory(value: Any) -> int:
     elif isinstance(value, float):
         number, unit = value, "g"
     elif isinstance(value, str):
-        match = _MEM_RE.fullmatch(value.strip()) if len(value) <= 80 else None
+        match = re.fullmatch(_MEM, value.strip(), re.ASCII) if len(value) <= 80 else None
         if not match:
             raise ValueError
         number, unit = float(match.group(1)), (match.group(2) or "g").lower()
@@ -97,7 +98,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-_DURATION_RE = re.compile(r"(?:(\d{1,6})-)?(?:(?:(\d{1,9}):)?(\d{1,9}):)?(\d{1,9}(?:\.\d{0,9})?)")
+_DURATION = r"(?:(\d{1,6})-)?(?:(?:(\d{1,9}):)?(\d{1,9}):)?(\d{1,9}(?:\.\d{0,9})?)"
 
 
 def parse_duration_text(text: str | None) -> int | None:
@@ -111,7 +112,7 @@ def parse_duration_text(text: str | None) -> int | None:
     """
     if not isinstance(text, str):
         return None
-    match = _DURATION_RE.fullmatch(text.strip())
+    match = re.fullmatch(_DURATION, text.strip(), re.ASCII)
     if not match:
         return None
     days, hours, minutes, seconds = match.groups()

@@ -43,7 +43,7 @@ from train.device import determinism_record, enforce_determinism, resolve_device
 from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
 from train.contract.config import TrainConfig
-from train.contract.task import options_to_dict, resolve_task
+from train.contract.task import materialize_options, options_to_dict, resolve_task
 from train.distributed import Comm, World, process_group, rank_seed
 from train.data import EpochSampler
 from train.model import weights_sha256
@@ -510,7 +510,8 @@ class Trainer:
                 self.run_dir, (runfiles.METRICS_FILE, runfiles.SUMMARY_FILE, runfiles.PROGRESS_FILE))
 
         threads = configure_threads(world.local_size, cfg.threads)
-        task = resolve_task(cfg.task)(cfg.options, cfg)
+        task_class = resolve_task(cfg.task)
+        task = task_class(materialize_options(task_class, cfg.options), cfg)
         torch.manual_seed(cfg.seed)  # for data a task draws with torch (the seed's uses numpy)
         train_data, val_data = task.data()
         train, val = _Split(train_data, device, "training"), _Split(val_data, device, "validation")

@@ -144,13 +144,15 @@ def standalone_command(spec: JobSpec, backend: Backend, dialect: str) -> list[st
     runs_dir = shell_path(spec.output.runs_dir)[1:-1]
     spec_yaml = spec.to_yaml().rstrip("\n")
     if spec.command:
-        # The program's argv, one quoted word per item: no shell reads what is inside.
+        # The program's argv, one quoted word per item: no shell reads what is inside. exec
+        # runs command[0] as a program (never a function, builtin or keyword), as the local
+        # executor's execvp does; in the background it replaces the forked shell, so $! is it.
         run = [
             f'export {RUN_DIR_ENV}="$RUN_DIR"',
             f'export {CHECKPOINT_DIR_ENV}="$RUN_DIR/{CHECKPOINT_DIR}"',
             f'mkdir -p "${CHECKPOINT_DIR_ENV}"',
             f'export {ATTEMPT_ENV}=$(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))',
-            " ".join(quote(arg) for arg in spec.argv()) + " &",
+            "exec -- " + " ".join(quote(arg) for arg in spec.argv()) + " &",
         ]
         forward = "# Forward the scheduler's warning and TERM to the program (the contract: checkpoint, exit 75)."
     else:

@@ -105,3 +105,70 @@ def test_example_spec_checks(tmp_path: Path) -> None:
                        timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "examples/contract_train.py" in proc.stdout and "lr: 0.5" in proc.stdout
+
+
+# --- command[0] is a program: never a shell builtin, keyword or function --------------------
+
+SHELL_WORDS = ["eval", ".", "source", "trap", "exec", "if", "function", "echo", "[[", "{{"]  # "{{" is "{"
+
+
+@pytest.mark.parametrize("body", [
+    *({"command": [word, "touch M"]} for word in SHELL_WORDS),
+    {"command": ["{prog}", "touch M"], "vars": {"prog": "eval"}},  # checked once the placeholder is filled
+    {"command": ["{a}{b}", "touch M"], "vars": {"a": "ev", "b": "al"}},
+], ids=lambda body: "".join(body["command"][0]) + ("+vars" if "vars" in body else ""))
+def test_a_shell_builtin_or_keyword_as_the_program_is_refused_by_check_and_submit(tmp_path: Path, body: dict) -> None:
+    spec = write_spec(tmp_path, body)
+    word = "eval" if "vars" in body else body["command"][0].replace("{{", "{")
+    for command in (("check", str(spec)), ("submit", str(spec), "--executor", "local")):
+        proc = cluster_cmd(*command, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{spec}: command[0]: {word!r} is a shell "), proc.stderr
+    assert not (tmp_path / "M").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_path_named_like_a_builtin_runs_as_that_file(tmp_path: Path) -> None:
+    program = tmp_path / "eval"
+    program.write_text(f"#!{sys.executable}\nimport sys; open(sys.argv[1], 'w').write('ran')\n")
+    program.chmod(0o755)
+    spec = load_spec(write_spec(tmp_path, {"command": ["./eval", str(tmp_path / "ran")]}))
+    (tmp_path / "job.sh").write_text(render_script(spec, "slurm").text())
+    proc = subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and (tmp_path / "ran").read_text() == "ran", proc.stderr
+
+
+@pytest.mark.parametrize("word", ["eval", ".", "source", "trap", "exec", "if", "function", "{{"])
+def test_the_rendered_script_runs_command0_as_a_program_even_unchecked(tmp_path: Path, word: str) -> None:
+    """Past the check (a spec built in code), bash still runs no builtin or keyword: as with
+    the local executor's execvp, a name that is no program on PATH is 'not found' (127; '.'
+    is found as a directory, 126)."""
+    import dataclasses
+
+    spec = load_spec(write_spec(tmp_path, {"command": ["python3", "touch M"]}))
+    spec = dataclasses.replace(spec, command=(word, "touch M"))
+    (tmp_path / "job.sh").write_text(render_script(spec, "slurm").text())
+    proc = subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (126, 127), proc.stdout + proc.stderr
+    assert "exec: " in proc.stderr and not (tmp_path / "M").exists()
+
+
+def test_an_exported_function_does_not_shadow_the_program(tmp_path: Path) -> None:
+    out = tmp_path / "argv.json"
+    spec = load_spec(write_spec(tmp_path, {"command": ["python3", "-c", DUMP_ARGS, str(out)]}))
+    (tmp_path / "job.sh").write_text(render_script(spec, "slurm").text())
+    env = {**__import__("os").environ, "BASH_FUNC_python3%%": "() { touch M; }"}
+    proc = subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == [str(out)] and not (tmp_path / "M").exists()
+
+
+def test_the_shell_words_are_this_bash_s_builtins_and_keywords() -> None:
+    from cluster.shell_words import BASH_BUILTINS, BASH_KEYWORDS
+
+    def compgen(flag: str) -> set[str]:
+        return set(subprocess.run(["bash", "-c", f"compgen {flag}"], capture_output=True, text=True,
+                                  check=True).stdout.split())
+
+    assert compgen("-b") <= BASH_BUILTINS and compgen("-k") <= BASH_KEYWORDS

@@ -602,3 +602,139 @@ def test_expand_path_not_strict_is_bash_for_unset_variables(value):
 def test_tmpdir_path():
     spec = spec_at("runs")
     assert spec.tmpdir_path({"HOME": "/h"}) == Path("/h/tmp")
+
+
+# --- limits applied to what runs: the argv once placeholders are filled, the whole sweep grid,
+# the shipped tasks' options --------------------------------------------------------------
+
+def _command_spec(tmp_path: Path, command: list[str], variables: dict) -> None:
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j", "command": command, "vars": variables}))
+
+
+def test_an_argument_over_the_system_limit_once_filled_is_refused(tmp_path, monkeypatch, capsys):
+    from cluster.spec import MAX_ARG_BYTES
+
+    _command_spec(tmp_path, ["python3", "{a}{a}"], {"a": "x" * 100_000})  # each item alone is allowed
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml",
+                  f"job.yaml: command[1]: is 200000 bytes once its placeholders are filled (allowed: at most "
+                  f"{MAX_ARG_BYTES}, the system's limit for one argument)")
+
+
+def test_all_arguments_over_the_system_limit_once_filled_are_refused(tmp_path, monkeypatch, capsys):
+    from cluster.spec import argv_limit
+
+    count = argv_limit() // 100_000 + 2  # each 100,000 bytes, under the one-argument limit
+    _command_spec(tmp_path, ["python3", *["{a}"] * count], {"a": "x" * 99_990})
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "job.yaml"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"job.yaml: command: its {count + 1} arguments take ") and err.count("\n") == 1
+    assert "(allowed: at most " in err and "ARG_MAX less room for the environment)" in err
+
+
+def test_an_argv_near_the_limits_runs(tmp_path):
+    from cluster.backends import render_script
+    from cluster.spec import MAX_ARG_BYTES
+
+    out = tmp_path / "sizes"
+    code = "import sys; open(sys.argv[1], 'w').write(' '.join(str(len(a)) for a in sys.argv[2:]))"
+    (tmp_path / "job.yaml").write_text(json.dumps({
+        "name": "j", "command": [sys.executable, "-c", code, str(out), "{a}{b}", "{a}", "{a}"],
+        "vars": {"a": "x" * 100_000, "b": "y" * (MAX_ARG_BYTES - 100_000)},
+        "environment": {"tmpdir": None}, "output": {"runs_dir": str(tmp_path / "runs")}}))
+    (tmp_path / "job.sh").write_text(render_script(load_spec(tmp_path / "job.yaml"), "slurm").text())
+    proc = subprocess.run([BASH, str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert out.read_text() == f"{MAX_ARG_BYTES} 100000 100000"
+
+
+def test_the_sweep_cap_holds_for_the_spec_grid_and_sweep_flags_together(tmp_path):
+    (tmp_path / "job.yaml").write_text("name: j\nsweep: {train.seed: [" + ", ".join(map(str, range(40))) + "]}\n")
+    values = ",".join(map(str, range(1, 51)))  # 40 x 50 = 2000 tasks; each part alone is allowed
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "submit", "job.yaml", "--executor", "local",
+                           "--sweep", f"train.epochs={values}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == "job.yaml: sweep: makes 2000 tasks (allowed: at most 1000 in one sweep)\n"
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    again = subprocess.run([sys.executable, "-m", "cluster.cli", "submit", "job.yaml", "--executor", "local",
+                            "--sweep", "train.seed=1,2"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and again.stderr.startswith("job.yaml: --sweep train.seed: is swept twice"), \
+        again.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("channels", 10 ** 12, "train.options.channels: must be at most 4096 (got 1000000000000)"),
+    ("classes", 5000, "train.options.classes: must be at most 1000 (got 5000)"),
+    ("samples", 10 ** 7, "train.options.samples: must be at most 1000000 (got 10000000)"),
+    ("length", 10 ** 6, "train.options.length: must be at most 65536 (got 1000000)"),
+    ("noise", 1e9, "train.options.noise: must be between 0 and 1e+06 (got 1e+09)"),
+])
+def test_shipped_task_options_have_upper_bounds(tmp_path, monkeypatch, capsys, option, value, message):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j", "train": {
+        "task": "train.tasks.signal_cnn:SignalCNN", "options": {option: value}}}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", f"job.yaml: {message}")
+
+
+def test_shipped_task_signal_memory_is_bounded(tmp_path, monkeypatch, capsys):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j", "train": {
+        "task": "train.tasks.signal_cnn:SignalCNN", "options": {"samples": 10 ** 6, "length": 65536}}}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml",
+                  "job.yaml: train.options.samples: samples x length is 65536000000, generated in memory "
+                  f"(allowed: at most {2 ** 28}, 1 GiB of float32)")
+
+
+# --- every pattern on a spec value is a full, ASCII match ------------------------------------
+
+@pytest.mark.parametrize("doc, message", [
+    pytest.param({"train": {"device": "cpu\n"}}, "train.device: must be auto, cpu, cuda or cuda:N (got 'cpu\\n')",
+                 id="device-newline"),
+    pytest.param({"train": {"device": "cuda:\u0663"}}, "train.device: must be auto, cpu, cuda or cuda:N "
+                 "(got 'cuda:\u0663')", id="device-arabic-digit"),
+    pytest.param({"train": {"device": "cuda:\uff11"}}, "train.device: must be auto, cpu, cuda or cuda:N "
+                 "(got 'cuda:\uff11')", id="device-fullwidth-digit"),
+    pytest.param({"command": ["python3", "{a}"], "vars": {"a\n": 1}},
+                 "vars.a\\n: invalid name (allowed: letters, digits, '_', not starting with a digit)", id="var-newline"),
+    pytest.param({"command": ["python3"], "vars": {"\u00e4": 1}},
+                 "vars.\u00e4: invalid name (allowed: letters, digits, '_', not starting with a digit)", id="var-umlaut"),
+    pytest.param({"train": {"task": "train.tasks.signal_cnn:SignalCNN\n"}},
+                 "train.task: must be 'package.module:ClassName' (got 'train.tasks.signal_cnn:SignalCNN\\n')",
+                 id="task-newline"),
+    pytest.param({"train": {"task": "tr\u00e4in.tasks:X"}},
+                 "train.task: must be 'package.module:ClassName' (got 'tr\u00e4in.tasks:X')", id="task-umlaut"),
+    pytest.param({"resources": {"mem": "\u0663G"}}, "resources.mem: cannot parse '\u0663G' "
+                 f"({MEM_ALLOWED})", id="mem-arabic-digit"),
+    pytest.param({"resources": {"time": "\u0663\u0660"}}, "resources.time: cannot parse '\u0663\u0660' "
+                 f"({TIME_ALLOWED})", id="time-arabic-digits"),
+    pytest.param({"resources": {"time": "\u0661:00:00"}}, "resources.time: cannot parse '\u0661:00:00' "
+                 f"({TIME_ALLOWED})", id="time-arabic-hours"),
+    pytest.param({"environment": {"env": {"A\u00e4": "1"}}}, "environment.env.A\u00e4: invalid value 'A\u00e4' "
+                 "(allowed: NAME of letters, digits, '_')", id="env-name-umlaut"),
+    pytest.param({"environment": {"modules": ["cuda/\u0661\u0661"]}}, "environment.modules[0]: invalid value "
+                 "'cuda/\u0661\u0661' (allowed: a module name like cuda/11.1)", id="module-arabic-digits"),
+    pytest.param({"resources": {"queue": "gpu\u00e4"}}, "resources.queue: invalid value 'gpu\u00e4' (allowed: "
+                 "letters, digits, '.', '_', '-', '@')", id="queue-umlaut"),
+])
+def test_patterns_match_whole_ascii_values(tmp_path, monkeypatch, capsys, doc, message):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j", **doc}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", f"job.yaml: {message}")
+
+
+def test_the_name_pattern_is_whole_and_ascii(tmp_path, monkeypatch, capsys):
+    (tmp_path / "job.yaml").write_text(json.dumps({"name": "j\u0663"}))
+    check_refuses(tmp_path, monkeypatch, capsys, "job.yaml", "job.yaml: name: invalid value 'j\u0663' (allowed: "
+                  "letters, digits, '.', '_', '-', at most 64)")
+
+
+def test_the_login_path_compiles_no_pattern_of_ours_at_import():
+    """``import cluster.spec`` (with the contract it validates through) compiles only the two
+    YAML resolvers the loader replaces; the rest are compiled by ``re`` when first used."""
+    probe = ("import re, sys\ncompile_ = re._compile\nmine = []\n"
+             "def counted(pattern, flags):\n"
+             "    if 'site-packages' not in sys._getframe(2).f_code.co_filename and "
+             "'/python3' not in sys._getframe(2).f_code.co_filename: mine.append(pattern)\n"
+             "    return compile_(pattern, flags)\n"
+             "re._compile = counted\nimport yaml\nimport cluster.spec, cluster.units, train.contract.config\n"
+             "print(len(mine))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "2", proc.stdout + proc.stderr

@@ -294,12 +294,12 @@ def parse_walltime(value: Any) -> int:
     if not isinstance(value, str):
         raise ValueError
     text = value.strip()
-    if re.fullmatch(r"\d+", text):
+    if text.isascii() and text.isdigit():
         minutes = int(text)
         if minutes <= 0:
             raise ValueError(NOT_POSITIVE)
         return minutes * 60
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d):(\d\d)", text)
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d):(\d\d)", text, re.ASCII)
     if not match:
         raise ValueError
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())

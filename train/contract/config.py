@@ -14,15 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from train.contract import SpecError
-from train.contract.task import DEFAULT_TASK, build_options, options_to_dict, resolve_task
+from train.contract.task import DEFAULT_TASK, CheckedOptions, options_to_dict, resolve_task
+from train.contract.task_probe import find_task, task_options
 
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+DEVICES = ("auto", "cpu", "cuda")
+"""`train.device`: one of these, or `cuda:N` (N in ASCII digits; see `is_device`)."""
+
+
+def is_device(value: Any) -> bool:
+    """`auto`, `cpu`, `cuda` or `cuda:N`, exactly (no trailing newline, no non-ASCII digit)."""
+    if not isinstance(value, str):
+        return False
+    index = value[5:] if value.startswith("cuda:") else None
+    return value in DEVICES or (index is not None and index.isascii() and index.isdigit())
+
 DATA_SOURCES = ("synthetic", "npz")
 
 # The two 3x3 convolutions (no padding) take 4 off each side length and the 2x2 max
@@ -651,7 +661,7 @@ class TrainConfig:
         _check_at_most(f"{prefix}.epochs", self.epochs, MAX_EPOCHS, "10**6", "more is surely a typo")
         _check_int(f"{prefix}.batch_size", self.batch_size, minimum=1, what="a positive integer")
         _check_number(f"{prefix}.lr", self.lr, positive=True, what="a positive number")
-        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+        if not is_device(self.device):
             raise SpecError(f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N (got {_describe(self.device)})")
         if self.threads is not None:
             _check_int(f"{prefix}.threads", self.threads, minimum=1, what="a positive integer, or null to choose automatically")
@@ -665,6 +675,10 @@ class TrainConfig:
             raise SpecError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)} (got {_describe(self.precision)})")
         if not isinstance(self.tensorboard, bool):
             raise SpecError(f"{prefix}.tensorboard", f"must be true or false (got {_describe(self.tensorboard)})")
+        if isinstance(self.options, CheckedOptions):  # validated by the task itself, in its probe
+            if self.options.task != self.task:
+                raise SpecError(f"{prefix}.options", f"are {self.options.task}'s, not {self.task}'s")
+            return
         task = resolve_task(self.task, f"{prefix}.task")
         declared = getattr(task, "Options", None)
         if self.options is None and declared is not None:
@@ -692,13 +706,13 @@ class TrainConfig:
         _check_keys(prefix, d, [f.name for f in dataclasses.fields(cls)])
         if "lr" in d:
             d["lr"] = _as_float(d["lr"])
-        task = resolve_task(d.get("task", DEFAULT_TASK), f"{prefix}.task")
+        task = find_task(d.get("task", DEFAULT_TASK), f"{prefix}.task")
         if d.get("task", DEFAULT_TASK) != DEFAULT_TASK:
             for name in ("data", "sampler"):
                 if name in d:
                     raise SpecError(f"{prefix}.{name}", f"is only used by the seed task (train.task is "
                                     f"{_describe(d['task'])}): give this task's settings under {prefix}.options")
-        d["options"] = build_options(task, d.get("options"), f"{prefix}.options")
+        d["options"] = task_options(task, d.get("options"), f"{prefix}.options")
         if "optimizer" in d:
             d["optimizer"] = OptimizerConfig.from_dict(d["optimizer"], f"{prefix}.optimizer")
             given = d["optimizer"].lr

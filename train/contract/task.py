@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import math
 import os
-import re
 import sys
 import types
 import typing
@@ -22,8 +21,41 @@ from typing import Any
 from train.contract import SpecError
 
 DEFAULT_TASK = "train.tasks.seed_convnet:SeedConvNet"
-TASK_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+BUILTIN_TASKS = "train.tasks"
+"""The package of the shipped tasks: ours, imported in-process also on the login node."""
 REQUIRED_METHODS = ("data", "model", "loss")
+
+def is_task_ref(ref: Any) -> bool:
+    """"package.module:ClassName" of ASCII identifiers, exactly (no regular expression: none
+    is compiled at import, and no trailing newline or non-ASCII letter gets through)."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        return False
+    module, _, attr = ref.partition(":")
+    return all(part.isascii() and part.isidentifier() for part in (*module.split("."), attr))
+
+
+def is_builtin_task(ref: str) -> bool:
+    """A task of ours (``train.tasks.*``): the toolkit's package wins over the submit directory."""
+    module = ref.partition(":")[0]
+    return module == BUILTIN_TASKS or module.startswith(BUILTIN_TASKS + ".")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedOptions:
+    """A task's options as its own ``Options`` validated them in the probe: what the login node
+    keeps instead of an instance of a class it did not import (YAML-safe values, lists as
+    tuples). The job builds the real instance from them (:func:`materialize_options`)."""
+
+    task: str
+    values: tuple[tuple[str, Any], ...]
+
+
+def materialize_options(task: type, options: Any) -> Any:
+    """The task's own ``Options`` instance for ``options`` as a spec holds them (a job whose spec
+    was loaded with isolated imports holds :class:`CheckedOptions`)."""
+    if isinstance(options, CheckedOptions):
+        return build_options(task, options_to_dict(options))
+    return options
 
 
 def _first_line(err: BaseException) -> str:
@@ -50,7 +82,7 @@ def resolve_task(ref: Any, key: str = "train.task") -> type:
     line is quoted), one that imports torch when imported (the login node must not), a
     missing attribute, and a class without the protocol's methods.
     """
-    if not isinstance(ref, str) or not TASK_PATTERN.match(ref):
+    if not is_task_ref(ref):
         shown = repr(ref)[:70]
         raise SpecError(key, f"must be 'package.module:ClassName' (got {shown})")
     module_name, _, attr = ref.partition(":")
@@ -151,4 +183,5 @@ def options_to_dict(options: Any) -> dict:
     """The options as YAML-safe values (tuples become lists)."""
     if options is None:
         return {}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
+    values = options.values if isinstance(options, CheckedOptions) else dataclasses.asdict(options).items()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values}

@@ -20,6 +20,17 @@ from train.contract import SpecError
 from train.tasks import Task
 
 
+# Upper bounds of the options (checked at `cluster check`): beyond these a job would not fit in
+# memory, or the value is surely a typo; each is far above what this small model uses.
+MAX_SAMPLES = 10**6
+MAX_LENGTH = 65536
+MAX_SIGNAL_ELEMENTS = 2**28
+"""samples x length, generated in memory as float32 (1 GiB)."""
+MAX_CLASSES = 1000
+MAX_CHANNELS = 4096
+MAX_NOISE = 1e6
+
+
 class SignalCNN(Task):
     """Conv1d -> ReLU -> Conv1d -> ReLU -> global average pool -> Dropout -> Linear."""
 
@@ -47,14 +58,19 @@ class SignalCNN(Task):
                 raise SpecError("classes", f"must be at least 2 (got {self.classes})")
             if self.length < 8:
                 raise SpecError("length", f"must be at least 8 (got {self.length}): two 5-tap convolutions")
-            if self.samples > 10**6 or self.length > 65536:
-                raise SpecError("samples", "samples x length is generated in memory: at most 10**6 signals of 65536")
+            for name, most in (("samples", MAX_SAMPLES), ("length", MAX_LENGTH), ("classes", MAX_CLASSES),
+                               ("channels", MAX_CHANNELS)):
+                if getattr(self, name) > most:
+                    raise SpecError(name, f"must be at most {most} (got {getattr(self, name)})")
+            if self.samples * self.length > MAX_SIGNAL_ELEMENTS:
+                raise SpecError("samples", f"samples x length is {self.samples * self.length}, generated in memory "
+                                           f"(allowed: at most {MAX_SIGNAL_ELEMENTS}, 1 GiB of float32)")
             if not 0 < self.val_fraction < 1:
                 raise SpecError("val_fraction", f"must be a number between 0 and 1 (got {self.val_fraction})")
             if not 0 <= self.dropout < 1:
                 raise SpecError("dropout", f"must be in [0, 1) (got {self.dropout})")
-            if self.noise < 0:
-                raise SpecError("noise", f"must be non-negative (got {self.noise})")
+            if not 0 <= self.noise <= MAX_NOISE:
+                raise SpecError("noise", f"must be between 0 and {MAX_NOISE:g} (got {self.noise:g})")
             n_val = round(self.samples * self.val_fraction)
             if n_val < 1 or self.samples - n_val < 1:
                 raise SpecError("samples", f"leaves no sample on one side of the split ({self.samples} x val_fraction "
@@ -112,3 +128,4 @@ class SignalDataset:
         import torch
 
         return torch.from_numpy(self.signal[i][None]), torch.tensor(int(self.label[i]))
+

@@ -64,7 +64,7 @@ export CLUSTER_RUN_DIR="$RUN_DIR"
 export CLUSTER_CHECKPOINT_DIR="$RUN_DIR/checkpoints"
 mkdir -p "$CLUSTER_CHECKPOINT_DIR"
 export CLUSTER_ATTEMPT=$(( ${SLURM_RESTART_COUNT:-0} + 1 ))
-python3 examples/contract_train.py --steps 400 --lr 0.1 --margin 60 &
+exec -- python3 examples/contract_train.py --steps 400 --lr 0.1 --margin 60 &
 child=$!
 # Forward the scheduler's warning and TERM to the program (the contract: checkpoint, exit 75).
 trap 'kill -USR2 "$child" 2>/dev/null' USR2 TERM
