@@ -55,11 +55,16 @@ class LocalBackend(Backend):
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         return {j: JobInfo(state="running" if j.isdigit() and pid_alive(int(j)) else "ended") for j in job_ids}
 
-    def cancel(self, job_id: str, run: Run) -> None:
+    def cancel(self, job_id: str, run: Run) -> bool:
         from cluster.backends.local_executor import is_controller_of
 
-        if job_id.isdigit() and is_controller_of(int(job_id), run):
+        if not (job_id.isdigit() and is_controller_of(int(job_id), run)):
+            return False  # a reused pid, or another run's controller: signal nothing
+        try:
             os.kill(int(job_id), signal.SIGTERM)  # the controller forwards it to the task
+        except ProcessLookupError:  # it ended between the check and the signal
+            return False
+        return True
 
     def job_environment(self, spec: JobSpec) -> None:
         """What the batch script's prologue does on a cluster: private TMPDIR, exported variables.
