@@ -195,6 +195,29 @@ def read_bytes(base: str | Path, relative: str | Path, limit: int = MAX_JSON_BYT
     return b"".join(chunks)
 
 
+def read_regular(path: str | Path, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """A file the user named (links followed, as for any file they name), read only when it is
+    a regular file of at most ``limit`` bytes: a FIFO or /dev/zero never hangs the reader."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise RunFileError(path, _problem(err)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise RunFileError(path, f"is {kind_of(mode)}, not a regular file")
+        data = os.read(fd, limit + 1)
+        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise RunFileError(path, f"is larger than {limit} bytes")
+    return data
+
+
 def read_text(base: str | Path, relative: str | Path, limit: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file of at most ``limit`` bytes (RunFileError for binary data)."""
     raw = read_bytes(base, relative, limit)
@@ -221,9 +244,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def decode_json(text: str) -> Any:
-    """Strict JSON: no NaN/Infinity (not even as 1e400), no integer over MAX_INT_DIGITS digits;
-    ValueError otherwise."""
+def decode_json(text: str, *, finite: bool = True) -> Any:
+    """Strict JSON: no NaN/Infinity (not even as 1e400) unless ``finite`` is False, no integer
+    over MAX_INT_DIGITS digits; ValueError otherwise."""
+    if not finite:
+        return json.loads(text, parse_int=_bounded_int)
     return json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
 
 
@@ -261,15 +286,16 @@ def json_kind(value: Any) -> str:
 
 def parse_jsonl(raw: bytes) -> tuple[list[dict[str, Any]], int]:
     """(the objects of JSON-lines bytes, how many complete lines were skipped): a line that is
-    not a strict JSON object (a number, a list, random bytes, NaN) is skipped and counted;
-    an incomplete last line (a writer mid-line) is left out without counting."""
+    not a JSON object (a number, a list, random bytes, a 400-digit integer) is skipped and
+    counted; an incomplete last line (a writer mid-line) is left out without counting. NaN
+    and Infinity are kept: a diverged loss is a real measurement (Python's json writes them)."""
     records, skipped = [], 0
     complete = raw[: raw.rfind(b"\n") + 1]
     for line in complete.split(b"\n"):
         if not line.strip():
             continue
         try:
-            record = decode_json(line.decode("utf-8"))
+            record = decode_json(line.decode("utf-8"), finite=False)
         except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
