@@ -100,7 +100,7 @@ def read_metrics(run: Run) -> tuple[list[dict[str, Any]], bytes | None, int]:
         raw = rundir.read_bytes(run.path, METRICS_FILE, rundir.MAX_METRICS_BYTES)
     except FileNotFoundError:
         return [], None, 0
-    records, skipped = rundir.parse_jsonl(raw)
+    records, skipped = rundir.metrics_records(raw)
     return records, raw[: raw.rfind(b"\n") + 1], skipped
 
 
@@ -178,7 +178,7 @@ def _board_files(run: Run) -> list[str]:
     except FileNotFoundError:
         return []
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if _EVENTS.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+        return sorted(e.name for e in entries if _EVENTS.fullmatch(e.name))  # a link among them: refused
 
 
 def copy_plan(run: Run, command_job: bool) -> list[tuple[Path, str, str]]:

@@ -168,15 +168,15 @@ class Run:
         return self.path.parent if shared else self.path
 
     def log_names(self, pattern: re.Pattern[str]) -> list[str]:
-        """Names of the regular files in the logs folder that ``pattern`` matches in full, sorted;
-        the folder reached without following links (a RunFileError when it is a link or not a
-        directory; none when missing). Symbolic links and other non-files inside are skipped."""
+        """Names in the logs folder that ``pattern`` matches in full, sorted; the folder reached
+        without following links (a RunFileError when it is a link or not a directory; none when
+        missing). Entries of any kind are named: opening one (:meth:`open_log`) refuses a link."""
         try:
             folder = rundir.check_dir(self.logs_base, LOGS_DIR)
         except FileNotFoundError:
             return []
         with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+            return sorted(e.name for e in entries if pattern.fullmatch(e.name))
 
     def open_log(self, name: str) -> Any:
         """A binary file object of ``logs/NAME`` (a RunFileError for a link, FIFO or directory)."""
@@ -290,6 +290,7 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
 def find_run(ref: str, runs_dir: str | Path = "runs") -> Run:
     """A run from a path or a run id under ``runs_dir``."""
     for candidate in (Path(ref), Path(runs_dir) / ref):
-        if (candidate / RUN_JSON).is_file():
+        # Any run.json entry makes it a run: a broken one (a FIFO, a link) is then named by read().
+        if os.path.lexists(candidate / RUN_JSON) and candidate.is_dir():
             return Run(candidate.resolve())
     raise ClusterError(f"{ref}: no such run (expected a run directory with run.json, or a run id under {runs_dir}/)")

@@ -12,6 +12,7 @@ Sources, in order of trust:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -87,13 +88,7 @@ def read_run_metrics(run: Run) -> tuple[list[dict[str, Any]], int]:
         raw = rundir.read_bytes(run.path, METRICS_FILE, rundir.MAX_METRICS_BYTES)
     except FileNotFoundError:
         return [], 0
-    records, skipped = rundir.parse_jsonl(raw)
-    return [r for r in records if _epoch_ok(r)], skipped + sum(1 for r in records if not _epoch_ok(r))
-
-
-def _epoch_ok(record: dict[str, Any]) -> bool:
-    """A metrics record's "epoch", when it has one, is a count (the trainer's are 1-based)."""
-    return "epoch" not in record or rundir.is_count(record["epoch"])
+    return rundir.metrics_records(raw)
 
 
 def _progress_epoch(run: Run) -> int | None:
@@ -172,7 +167,8 @@ def _valid_record(run: Run) -> dict[str, Any]:
         backends.get(run.scheduler(record))
         return record
     except ClusterError as err:
-        return {"state": "unknown", "error": str(err), "unreadable": True}
+        message = str(err) if str(run.record_path) in str(err) else f"{run.record_path}: {err}"
+        return {"state": "unknown", "error": message, "unreadable": True}
 
 
 def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo], metric: str) -> Row:
@@ -259,16 +255,31 @@ def discover_runs(refs: list[str], runs_dir: str | Path = "runs") -> list[Run]:
 
     if not refs:
         root = Path(runs_dir)
-        found = sorted(p.parent for p in root.glob(f"*/{RUN_JSON}")) + sorted(p.parent for p in root.glob(f"*/*/{RUN_JSON}"))
+        top = _run_dirs(root)
+        found = _with_run_json(top) + _with_run_json([p for folder in top for p in _run_dirs(folder)])
         return [Run(p) for p in found]
     runs: list[Run] = []
     for ref in refs:
         path = Path(ref)
         if (path / SWEEP_JSON).is_file():
-            runs += [Run(p.parent) for p in sorted(path.glob(f"*/{RUN_JSON}"))]
+            runs += [Run(p) for p in _with_run_json(_run_dirs(path))]
         else:
             runs.append(find_run(ref, runs_dir))
     return runs
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """The folders in ``folder``, sorted (none when it cannot be listed)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def _with_run_json(folders: list[Path]) -> list[Path]:
+    """Those that hold a run.json entry of any kind: a broken one (a FIFO, a dangling link)
+    is still a run, shown as its own "unknown" row (a glob would skip a dangling link)."""
+    return [p for p in folders if os.path.lexists(p / RUN_JSON)]
 
 
 def wait_for(run: Run, echo: Callable[[str], None], interval: float = 2.0) -> Row:

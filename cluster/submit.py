@@ -116,11 +116,10 @@ def check_run_files(run: Run) -> dict[str, Any]:
     record = run.read()
     try:
         rundir.read_bytes(run.path, SPEC_FILE, rundir.MAX_TEXT_BYTES)
-        for folder in (CHECKPOINT_DIR, LOGS_DIR):
+        rundir.check_layout(run.path)
+        if run.logs_base != run.path:  # a sweep task's logs are in the sweep's logs/
             with contextlib.suppress(FileNotFoundError):
-                rundir.check_dir(run.path, folder)
-        with contextlib.suppress(FileNotFoundError):
-            rundir.check_dir(run.logs_base, LOGS_DIR)
+                rundir.check_dir(run.logs_base, LOGS_DIR)
     except FileNotFoundError as err:
         raise ClusterError(f"{run.path / SPEC_FILE}: missing ({err.strerror})") from None
     except RunFileError as err:
@@ -160,7 +159,10 @@ def cancel(run: Run) -> str:
     from cluster.status import rows_for
 
     record = run.read()
-    backend = backends.get(run.scheduler(record))
+    try:
+        backend = backends.get(run.scheduler(record))
+    except ClusterError as err:
+        raise ClusterError(f"{run.record_path}: scheduler: {err}") from None
     job_id = run.current_job_id(record)
     row = rows_for([run])[0]
     # A row made "unknown" by another broken file (metrics, summary): the record's own state decides.

@@ -37,8 +37,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, PROGRESS_FILE,
-                            RANKS_DIR, RUN_JSON, SPEC_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TMP_PREFIX, TRAINER_LOCK,
+from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE,
+                            RANKS_DIR, SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK,
                             RunLocked, fsync_dir, read_metrics, remove_stray_temporaries, rundir, write_atomic,
                             write_json_atomic)
 from train.contract.rundir import RunFileError  # noqa: F401 - re-exported for the trainer
@@ -47,23 +47,7 @@ __all__ = ["BEST_CHECKPOINT", "CHECKPOINT_DIR", "FINAL_CHECKPOINT", "METRICS_FIL
            "SUMMARY_FILE", "RunFileError", "read_metrics", "remove_stray_temporaries", "write_atomic",
            "write_json_atomic"]
 
-FOLDERS = (CHECKPOINT_DIR, TENSORBOARD_DIR, RANKS_DIR, LOGS_DIR)
-"""The run directory's folders the trainer or the toolkit write into."""
-FILES = (RUN_JSON, SPEC_FILE, METRICS_FILE, SUMMARY_FILE, PROGRESS_FILE, TRAINER_LOCK, ".run.lock",
-         f"{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}", f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}")
-"""Its files that are read, appended to, locked or linked (the rest are only replaced by rename)."""
-
-
-def check_layout(run_dir: str | Path) -> None:
-    """Refuse (RunFileError, naming the entry) a run directory whose folders or files are links,
-    FIFOs or the wrong kind: checked before the trainer writes anything, so that nothing it
-    reads, writes or deletes is outside the run directory."""
-    for folder in FOLDERS:
-        with contextlib.suppress(FileNotFoundError):
-            rundir.check_dir(run_dir, folder)
-    for name in FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.close(rundir.open_fd(run_dir, name))
+check_layout = rundir.check_layout
 
 
 def folder(run_dir: str | Path, name: str) -> Path:

@@ -248,7 +248,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         raw = rundir.read_bytes(run_dir, METRICS_FILE, rundir.MAX_METRICS_BYTES)
     except FileNotFoundError:
         return []
-    return rundir.parse_jsonl(raw)[0]
+    return rundir.metrics_records(raw)[0]
 
 
 # --- walltimes ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Iterator
@@ -303,6 +304,51 @@ def parse_jsonl(raw: bytes) -> tuple[list[dict[str, Any]], int]:
         else:
             skipped += 1
     return records, skipped
+
+
+_LAYOUT_FOLDERS = ("checkpoints", "tensorboard", "ranks", "logs")
+_LAYOUT_FILES = ("run.json", "spec.yaml", "metrics.jsonl", "summary.json", "progress.json", "sweep.json",
+                 ".trainer.lock", ".run.lock", "checkpoints/final.pt", "checkpoints/best.pt")
+_CHECKED_ENTRIES = {"checkpoints": re.compile(r"ckpt-[0-9]+\.(?:pt|json)|final\.pt|best\.pt"),
+                    "logs": re.compile(r".*\.(?:out|err)")}
+
+
+def check_layout(run_dir: str | Path) -> None:
+    """Refuse (RunFileError naming the entry) a run directory whose own folders (checkpoints/,
+    tensorboard/, ranks/, logs/) or files (run.json, metrics.jsonl, .trainer.lock, final.pt,
+    the checkpoints and logs, ...) are links, FIFOs or of the wrong kind. Called before a job
+    of the run starts (``cluster resume``, the trainer), so that nothing it reads, writes or
+    deletes is outside the run directory. Missing entries are fine. (A command job's program
+    may keep links of its own in checkpoints/: only the names above are checked.)"""
+    for folder in _LAYOUT_FOLDERS:
+        try:
+            path = check_dir(run_dir, folder)
+        except FileNotFoundError:
+            continue
+        names = _CHECKED_ENTRIES.get(folder)
+        if names is None:
+            continue
+        with os.scandir(path) as entries:
+            bad = [e.name for e in entries if names.fullmatch(e.name) and not e.is_file(follow_symlinks=False)]
+        if bad:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _refuse_entry(fd, sorted(bad)[0], path / sorted(bad)[0], "a regular file")
+            finally:
+                os.close(fd)
+    for name in _LAYOUT_FILES:
+        try:
+            os.close(open_fd(run_dir, name))
+        except FileNotFoundError:
+            continue
+
+
+def metrics_records(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """metrics.jsonl's records and how many lines were skipped: :func:`parse_jsonl`, and a
+    record whose "epoch" is not a whole number >= 0 is skipped and counted too."""
+    records, skipped = parse_jsonl(raw)
+    kept = [r for r in records if "epoch" not in r or is_count(r["epoch"])]
+    return kept, skipped + len(records) - len(kept)
 
 
 def is_count(value: Any, maximum: int = 10**9) -> bool:
