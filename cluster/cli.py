@@ -140,13 +140,13 @@ def _submit_sweep(spec, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cluster.runs import find_run
+    from cluster.runs import find_run, printable
     from cluster.status import wait_for
     from cluster.submit import resume
 
     run = find_run(args.run)
     job_id = resume(run)
-    print(f"run {run.id}: resumed as job {job_id}")
+    print(f"run {printable(run.id)}: resumed as job {job_id}")
     if not args.wait:
         return 0
     row = wait_for(run, echo)
