@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 from cluster import backends
 from cluster.errors import ClusterError, SpecError
 from train.contract import SUMMARY_FILE
+from train.contract.rundir import RunFileError
 
 if TYPE_CHECKING:
     from cluster.status import Row
@@ -123,9 +124,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     row = wait_for(run, echo)
     print(f"run {run.id}: {row.state}" + (f" ({row.diagnosis}; {row.action})" if row.diagnosis else ""))
     if row.state == "completed":
-        if (run.path / SUMMARY_FILE).exists():  # a command job's program writes what it likes
-            summary = json.loads((run.path / SUMMARY_FILE).read_text())
-            print(f"  weights_sha256 {summary.get('weights_sha256')}")
+        from cluster.runs import printable
+        from train.contract import rundir
+
+        try:  # a command job's program writes what it likes, or nothing
+            summary = rundir.read_object(run.path, SUMMARY_FILE)
+        except (OSError, rundir.RunFileError):
+            summary = {}
+        if "weights_sha256" in summary:
+            print(f"  weights_sha256 {printable(summary['weights_sha256'])}")
         return 0
     return 1
 
@@ -146,13 +153,13 @@ def _submit_sweep(spec, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cluster.runs import find_run
+    from cluster.runs import find_run, printable
     from cluster.status import wait_for
     from cluster.submit import resume
 
     run = find_run(args.run)
     job_id = resume(run)
-    print(f"run {run.id}: resumed as job {job_id}")
+    print(f"run {printable(run.id)}: resumed as job {job_id}")
     if not args.wait:
         return 0
     row = wait_for(run, echo)
@@ -164,9 +171,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from cluster.status import discover_runs
     from cluster.submit import cancel
 
+    from cluster.runs import printable
+
     for run in discover_runs(args.runs):
-        job_id = cancel(run)
-        print(f"run {run.id}: " + (f"cancelled job {job_id}" if job_id else "nothing live to cancel"))
+        print(f"run {printable(run.id)}: {cancel(run)}")
     return 0
 
 
@@ -174,16 +182,19 @@ def status_lines(rows: list) -> list[str]:
     """``cluster status``'s table, then one line per diagnosed run."""
     from cluster.units import format_duration, format_table
 
+    from cluster.runs import printable as p
+
     table = [["RUN", "NAME", "SCHED", "JOB", "STATE", "ELAPSED/WALL", "EPOCH", "METRIC", "REQ"]]
     for r in rows:
         metric = f"{r.metric_name}={r.metric:.4f}" if isinstance(r.metric, (int, float)) else "-"
         epoch = f"{r.epoch or 0}/{r.epochs}" if r.epochs else (str(r.epoch) if r.epoch is not None else "-")
-        table.append([r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
+        # Every cell comes from a run directory or a scheduler: escaped, so none starts a fake row.
+        table.append([p(c) for c in (r.run_id, r.name, r.scheduler, r.job_id or "-", r.state,
                       f"{format_duration(r.elapsed_seconds)}/{format_duration(r.walltime_seconds)}",
-                      epoch, metric, str(r.requeues)])
-    return (format_table(table) + [line for r in rows if (line := waiting_line(r))]
-            + [f"{r.run_id}: {note}" for r in rows for note in r.notes]
-            + [f"{r.run_id}: {r.diagnosis} -> {r.action}" for r in rows if r.diagnosis])
+                      epoch, metric, str(r.requeues))])
+    return (format_table(table) + [p(line) for r in rows if (line := waiting_line(r))]
+            + [p(f"{r.run_id}: {note}") for r in rows for note in r.notes]
+            + [p(f"{r.run_id}: {r.diagnosis} -> {r.action}") for r in rows if r.diagnosis])
 
 
 def waiting_line(row: Row) -> str:
@@ -458,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # already "FILE: dotted.key: what is wrong (what is allowed)"; a key may hold a newline
         print(_one_line(err), file=sys.stderr)
         return err.exit_code
-    except ClusterError as err:
+    except (ClusterError, RunFileError) as err:
+        # RunFileError: a file of a run directory that is a link, a FIFO, too large or malformed
         print(f"cluster {args.command}: {_one_line(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

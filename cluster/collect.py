@@ -35,17 +35,19 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from cluster.errors import ClusterError
-from cluster.runs import Run, now_iso, write_atomic
+from cluster.runs import RUN_LOCK, Run, now_iso, printable, write_atomic
 from cluster.units import format_table
 from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, LOGS_DIR, METRICS_FILE, RUN_JSON,
-                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TMP_PREFIX, TRAINER_LOCK,
-                            parse_metrics)
+                            SCRIPT_FILE, SPEC_FILE, SUMMARY_FILE, SWEEP_JSON, TENSORBOARD_DIR, TMP_PREFIX,
+                            TRAINER_LOCK, rundir)
+from train.contract.rundir import RunFileError
 
 log = logging.getLogger("cluster")
 
@@ -64,50 +66,52 @@ TABLE_METRICS = ("val_loss", "val_auc", "val_accuracy", "val_balanced_accuracy",
 # ---------------------------------------------------------------- atomic copies
 
 
-def _same_file(src: Path, dst: Path) -> bool:
-    """A previous collect already copied this exact version (copy2 keeps the mtime)."""
-    try:
-        a, b = src.stat(), dst.stat()
-    except OSError:
-        return False
-    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
-
-
-def copy_atomic(src: Path, dst: Path) -> bool:
-    """Copy ``src`` to a temporary name beside ``dst``, then rename; False when already up to date."""
-    if _same_file(src, dst):
-        return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def copy_atomic(base: Path, relative: str, dst: Path) -> bool:
+    """Copy the run's file ``base/relative`` (opened without following links: a regular file
+    of the run itself) to a temporary name beside ``dst``, then rename; False when ``dst``
+    already has this version (same size and mtime: copies keep the mtime)."""
+    fd = rundir.open_fd(base, relative)
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(fd)
+        try:
+            have = dst.stat()
+            if have.st_size == info.st_size and have.st_mtime_ns == info.st_mtime_ns:
+                return False
+        except OSError:
+            pass
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        out_fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+        try:
+            with os.fdopen(out_fd, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            os.utime(tmp, ns=(info.st_atime_ns, info.st_mtime_ns))
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return True
 
 
 # ---------------------------------------------------------------- reading a run
 
 
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bytes]:
-    """The parsed per-epoch records and the bytes of the complete lines (a torn last line is left out)."""
+def read_metrics(run: Run) -> tuple[list[dict[str, Any]], bytes | None, int]:
+    """The parsed per-epoch records, the bytes of the complete lines (a torn last line is left
+    out; None without a metrics.jsonl) and how many complete lines were skipped (not JSON objects)."""
     try:
-        raw = path.read_bytes()
+        raw = rundir.read_bytes(run.path, METRICS_FILE, rundir.MAX_METRICS_BYTES)
     except FileNotFoundError:
-        return [], b""
-    complete = raw[: raw.rfind(b"\n") + 1]
-    return parse_metrics(complete.decode("utf-8", "replace")), complete
+        return [], None, 0
+    records, skipped = rundir.metrics_records(raw)
+    return records, raw[: raw.rfind(b"\n") + 1], skipped
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(run: Run, name: str) -> dict[str, Any] | None:
+    """A JSON object file of the run (None when missing); a RunFileError when malformed."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return rundir.read_object(run.path, name)
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _flatten(data: Any, prefix: str) -> dict[str, Any]:
@@ -125,8 +129,12 @@ def hyperparameters(run: Run) -> dict[str, Any]:
     from cluster.spec import parse_yaml
 
     try:
-        data = parse_yaml(run.spec_path.read_text())
-    except Exception:  # noqa: BLE001 - a missing or broken spec only loses the hyper-parameter columns
+        data = parse_yaml(rundir.read_text(run.path, SPEC_FILE))
+    except FileNotFoundError:
+        return {}
+    except RunFileError:
+        raise
+    except Exception:  # noqa: BLE001 - a broken spec's YAML only loses the hyper-parameter columns
         return {}
     if isinstance(data, dict) and isinstance(data.get("vars"), dict) and "command" in data:
         return _flatten(data["vars"], "vars")
@@ -145,16 +153,54 @@ def _is_command_run(run: Run) -> bool:
 def program_files(run: Run) -> list[str]:
     """What a command job's program wrote in its run directory (relative paths, sorted): every
     regular file but the toolkit's own (run.json, the spec, the script, logs, metrics) and
-    half-written temporaries."""
-    own = {RUN_JSON, SPEC_FILE, SCRIPT_FILE, METRICS_FILE, SUMMARY_FILE, TRAINER_LOCK, ".run.lock"}  # run.json's lock
+    half-written temporaries. Links (to files or folders) are not followed and not listed."""
+    own = {RUN_JSON, SPEC_FILE, SCRIPT_FILE, METRICS_FILE, SUMMARY_FILE, TRAINER_LOCK, RUN_LOCK}
     found = []
-    for path in sorted(run.path.rglob("*")):
-        relative = path.relative_to(run.path)
-        if relative.parts[0] == LOGS_DIR or str(relative) in own or path.name.startswith(TMP_PREFIX):
+    for top, dirs, files in os.walk(run.path, followlinks=False):
+        relative_top = Path(top).relative_to(run.path)
+        dirs[:] = [d for d in dirs if not (relative_top == Path(".") and d == LOGS_DIR)
+                   and not os.path.islink(os.path.join(top, d))]
+        for name in files:
+            relative = relative_top / name
+            if str(relative) in own or name.startswith(TMP_PREFIX):
+                continue
+            if os.path.isfile(os.path.join(top, name)) and not os.path.islink(os.path.join(top, name)):
+                found.append(str(relative))
+    return sorted(found)
+
+
+_LOG = re.compile(r"[^/]*\.(?:out|err)")
+_EVENTS = re.compile(r"events\.out\.tfevents\..*")
+
+
+def _board_files(run: Run) -> list[str]:
+    """train.tensorboard's event files (every attempt's), the folder reached without links."""
+    try:
+        folder = rundir.check_dir(run.path, TENSORBOARD_DIR)
+    except FileNotFoundError:
+        return []
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if _EVENTS.fullmatch(e.name))  # a link among them: refused
+
+
+def copy_plan(run: Run, command_job: bool) -> list[tuple[Path, str, str]]:
+    """(base, its relative source, relative destination) of every file collect copies, each
+    opened once here (a link, a FIFO or a directory where a file should be is a RunFileError
+    before anything of the run is written)."""
+    plan = []
+    for name in dict.fromkeys((*FILES, *program_files(run))) if command_job else FILES:
+        plan.append((run.path, name, name))
+    plan += [(run.logs_base, f"{LOGS_DIR}/{name}", f"{LOGS_DIR}/{name}") for name in run.log_names(_LOG)]
+    if not command_job:
+        plan += [(run.path, f"{TENSORBOARD_DIR}/{n}", f"{TENSORBOARD_DIR}/{n}") for n in _board_files(run)]
+    checked = []
+    for base, relative, target in plan:
+        try:
+            os.close(rundir.open_fd(base, relative))
+        except FileNotFoundError:
             continue
-        if path.is_file() and not path.is_symlink():
-            found.append(str(relative))
-    return found
+        checked.append((base, relative, target))
+    return checked
 
 
 # ---------------------------------------------------------------- plotting
@@ -208,10 +254,9 @@ def _state_rows(runs: list[Run], metric: str) -> dict[str, tuple[str, str | None
     out = {}
     for run in runs:
         try:
-            record = run.read()
-        except ClusterError:
-            record = {"state": "unknown"}
-        out[str(run.path)] = (decide_state(record, None, run), None)
+            out[str(run.path)] = (decide_state(run.read(), None, run), None)
+        except (ClusterError, RunFileError) as err:
+            out[str(run.path)] = ("unknown", str(err))
     return out
 
 
@@ -221,66 +266,93 @@ def _destinations(runs: list[Run], to: Path) -> list[Path]:
     return [to / (run.id if ids.count(run.id) == 1 else f"{run.path.parent.name}-{run.id}") for run in runs]
 
 
+FACT_KEYS = ("run_id", "name", "state", "scheduler", "job_ids", "requeues", "run_dir", "collected_at", "complete",
+             "hyperparameters", "collected_files", "path")
+"""What collect itself states about a run: a summary.json of the run's cannot override them
+(the trainer's own summary has none of these keys)."""
+
+
 def collect_run(run: Run, dest: Path, state: str, plot: bool = True) -> dict[str, Any]:
-    """Copy one run's files into ``dest`` and write its summary.json (and curves.png); return that summary."""
+    """Copy one run's files into ``dest`` and write its summary.json (and curves.png); return that summary.
+
+    Everything is read and checked first: a broken file of the run (a link, a FIFO, malformed
+    JSON) is a one-line error before anything of the run is written.
+    """
+    record = run.read()
+    command_job = record.get("kind") == "command"
+    plan = copy_plan(run, command_job)
+    records, complete, skipped = read_metrics(run)
+    own = _read_json(run, SUMMARY_FILE)
+    params = hyperparameters(run)
+
     dest.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    command_job = _is_command_run(run)
-    for name in dict.fromkeys((*FILES, *program_files(run))) if command_job else FILES:
-        src = run.path / name
-        if src.is_file():
-            copy_atomic(src, dest / name)
-            copied.append(name)
-    if run.logs_dir.is_dir():
-        for pattern in LOG_PATTERNS:
-            for src in sorted(run.logs_dir.glob(pattern)):
-                if src.is_file():
-                    copy_atomic(src, dest / LOGS_DIR / src.name)
-                    copied.append(f"logs/{src.name}")
-    board = run.path / TENSORBOARD_DIR
-    if not command_job and board.is_dir():  # train.tensorboard: every attempt's event file
-        for src in sorted(board.glob("events.out.tfevents.*")):
-            if src.is_file() and not src.is_symlink():
-                copy_atomic(src, dest / TENSORBOARD_DIR / src.name)
-                copied.append(f"{TENSORBOARD_DIR}/{src.name}")
-
-    records, complete = read_metrics(run.path / METRICS_FILE)
-    if (run.path / METRICS_FILE).exists():
+    for base, relative, target in plan:
+        try:
+            copy_atomic(base, relative, dest / target)
+        except FileNotFoundError:  # removed since the plan (a rotated checkpoint): nothing to copy
+            continue
+        copied.append(target)
+    if complete is not None:
         target = dest / METRICS_FILE
-        if not (target.exists() and target.read_bytes() == complete):
+        if not (target.is_file() and target.read_bytes() == complete):
             write_atomic(target, complete)
         copied.append(METRICS_FILE)
 
-    try:
-        record = run.read()
-    except ClusterError:
-        record = {}
-    own = _read_json(run.path / SUMMARY_FILE)
     facts: dict[str, Any] = {
         "run_id": run.id,
         "name": record.get("name", ""),
         "state": state,
         "scheduler": record.get("scheduler", ""),
-        "job_ids": [job.get("job_id") for job in record.get("jobs", [])],
+        "job_ids": [job.get("job_id") for job in record.get("jobs") or []],
         "requeues": record.get("requeues", 0),
         "run_dir": str(run.path),
         "collected_at": now_iso(),
         # A command job's program completes by exiting 0; it writes no summary of ours.
         "complete": own is not None or (command_job and state == "completed"),
-        "hyperparameters": hyperparameters(run),
+        "hyperparameters": params,
         "collected_files": copied,
     }
     if own is None:
         facts["last_metrics"] = records[-1] if records else None
-    # The run's own summary wins on a clash: collected values equal the trainer's.
-    summary = {**facts, **(own or {})}
+    if skipped:
+        facts["skipped_metrics_lines"] = skipped
+    # The run's own summary adds its values; collect's facts about the run stay collect's.
+    summary = {**facts, **{k: v for k, v in (own or {}).items() if k not in FACT_KEYS}}
     write_atomic(dest / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
     if plot and records:
         name = record.get("name") or ""
         title = run.id if not name or run.id.startswith(name) else f"{name} {run.id}"
-        plot_curves(records, dest / "curves.png", f"{title} ({state})")
+        plot_curves(records, dest / "curves.png", f"{printable(title)} ({state})")
     return summary
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """A run or sweep directory, not a copy an earlier collect made (which holds run.json too,
+    with a summary.json of collect's naming another folder as the run's)."""
+    if os.path.lexists(folder / SWEEP_JSON):
+        return True
+    if not os.path.lexists(folder / RUN_JSON):
+        return False
+    try:
+        summary = rundir.read_object(folder, SUMMARY_FILE)
+    except (OSError, RunFileError):
+        return True
+    return not ("collected_at" in summary and summary.get("run_dir") not in (str(folder), None))
+
+
+def check_destination(to: Path, runs: list[Run], dests: list[Path]) -> None:
+    """Refuse a destination inside a run or sweep directory (the runs collected or any other),
+    or one that is such a directory: collect must never write into a run (a summary.json
+    written there would make a failed run look completed)."""
+    collected = [run.path.resolve() for run in runs]
+    for place in [to, *dests]:
+        path = place.expanduser().resolve()
+        for folder in [path, *path.parents]:
+            if folder in collected or _is_run_folder(folder):
+                raise ClusterError(f"--to {to}: {place} is inside the run directory {folder}; collect into a "
+                                   "folder outside every run (e.g. --to results)")
 
 
 # ---------------------------------------------------------------- comparison
@@ -358,14 +430,21 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
     if not found:
         raise ClusterError(f"no runs found in {' '.join(runs)}")
     dest_root = Path(to)
+    destinations = _destinations(found, dest_root)
+    check_destination(dest_root, found, destinations)
     states = _state_rows(found, metric)
     plot = importlib.util.find_spec("matplotlib") is not None
     if not plot:
         echo("matplotlib is not installed (pip install 'cluster-train[plot]'): skipping curves.png")
-    summaries = []
-    for run, dest in zip(found, _destinations(found, dest_root)):
+    summaries, failed = [], 0
+    for run, dest in zip(found, destinations):
         state, diagnosis = states.get(str(run.path), ("unknown", None))
-        summary = collect_run(run, dest, state, plot=plot)
+        try:
+            summary = collect_run(run, dest, state, plot=plot)
+        except (RunFileError, ClusterError) as err:  # a broken file of this run: one line, the others go on
+            failed += 1
+            log.error("cluster collect: %s; run %s not collected", printable(err), printable(run.id))
+            continue
         summary["path"] = str(dest)
         summaries.append(summary)
 
@@ -383,7 +462,9 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
         missing = [n for n in (FINAL, BEST) if n not in summary["collected_files"]]
         if missing and summary["complete"] and not _is_command_run(run):
             note += f" (missing: {', '.join(missing)})"
-        echo(f"run {run.id} ({state}): {dest}  {shown}{note}")
+        if summary.get("skipped_metrics_lines"):
+            note += f" ({summary['skipped_metrics_lines']} {METRICS_FILE} line(s) skipped: not JSON objects)"
+        echo(printable(f"run {run.id} ({state}): {dest}  {shown}{note}"))
 
     if plot:  # each attempt on one time axis (per run, and of all runs together)
         from cluster.timeline import write_timelines
@@ -398,6 +479,6 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
         write_comparison(dest_root / "comparison.csv", columns, rows)
         echo("")
         for line in table_lines(columns, rows):
-            echo(line)
+            echo(printable(line))
         echo(f"\ncomparison (sorted by {metric}, best first): {dest_root / 'comparison.csv'}")
-    return 0
+    return 1 if failed else 0

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from cluster.runs import Run
-from train.contract import CHECKPOINT_DIR
+from train.contract import CHECKPOINT_DIR, rundir
+from train.contract.rundir import RunFileError
+
+_STDERR = re.compile(r"[^/]*\.err")
 
 
-def tail_text(path: Path, size: int = 65536) -> str:
-    """The last ``size`` bytes of a file as text ('' when it cannot be read)."""
+def tail_log(run: Run, name: str, size: int = 65536) -> str:
+    """The last ``size`` bytes of ``logs/NAME``; '' for a link, a FIFO or an unreadable file (a
+    diagnosis is a best guess: it never stops status)."""
     try:
-        with open(path, "rb") as handle:
+        with run.open_log(name) as handle:
             handle.seek(0, 2)
             handle.seek(max(0, handle.tell() - size))
             return handle.read().decode("utf-8", "replace")
-    except OSError:
+    except (OSError, RunFileError):
         return ""
 
 
 def stderr_text(run: Run) -> str:
     """The end of every stderr the run has (submitit's logs and PBS -e files)."""
-    files = sorted(run.logs_dir.glob("*.err")) + sorted(run.logs_dir.glob("*log.err"))
-    return "\n".join(tail_text(p) for p in dict.fromkeys(files))
+    try:
+        names = run.log_names(_STDERR)
+    except (OSError, RunFileError):
+        return ""
+    return "\n".join(tail_log(run, name) for name in names)
+
+
+def _has_checkpoint_files(run: Run) -> bool:
+    try:
+        folder = rundir.check_dir(run.path, CHECKPOINT_DIR)
+    except (OSError, RunFileError):
+        return False
+    return any(folder.iterdir())
 
 
 def last_python_error(text: str) -> str | None:
@@ -53,7 +67,7 @@ def diagnose(run: Run, record: dict[str, Any], state: str, job: Any) -> tuple[st
     command_job = record.get("kind") == "command"
     error = record.get("error") or ""
     if state == "timeout" or "DUE TO TIME LIMIT" in err:
-        if command_job and ("without a checkpoint" in error or not any((run.path / CHECKPOINT_DIR).glob("*"))):
+        if command_job and ("without a checkpoint" in error or not _has_checkpoint_files(run)):
             return ("hit the walltime without a checkpoint (the command did not save and exit 75 on "
                     "USR2/TERM or before CLUSTER_DEADLINE)",
                     f"follow the contract (README, Command jobs) or raise resources.time; {resume}")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Callable
 from cluster.isolate import code_argv, module_argv
 from cluster.errors import ClusterError
 from cluster.spec import JobSpec, expand_path
+from train.contract import rundir
 
 if TYPE_CHECKING:
     from cluster.backends import Check
@@ -104,18 +107,55 @@ def pip_environment(spec: JobSpec) -> dict[str, str]:
     return env
 
 
+def requirements_path(spec: JobSpec) -> Path | None:
+    """``environment.requirements_file`` expanded here and checked: a readable regular file
+    (not a FIFO, a device such as /dev/zero, or a directory); None when the spec has none."""
+    if not spec.environment.requirements_file:
+        return None
+    path = Path(expand_path(spec.environment.requirements_file, key="environment.requirements_file",
+                            file=spec.source))
+    where = f"{spec.source}: environment.requirements_file: {path}"
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ClusterError(f"{where}: {err.strerror or 'cannot be read'}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ClusterError(f"{where} is {rundir.kind_of(info.st_mode)}, not a file of requirements")
+    if not os.access(path, os.R_OK):
+        raise ClusterError(f"{where} cannot be read (permission denied)")
+    return path
+
+
 def pip_command(spec: JobSpec, venv: Path) -> list[str]:
     """``VENV/bin/python -m pip install --log ... -e PROJECT REQUIREMENTS... [-r FILE]``."""
     # Not `python -m pip`: a pip.py in the current directory would run instead (cluster.isolate).
     cmd = module_argv(str(venv / "bin" / "python"), "pip", "install", "--log", str(venv / PIP_LOG),
                       "-e", str(project_dir()), *spec.environment.requirements)
-    if spec.environment.requirements_file:
-        path = Path(expand_path(spec.environment.requirements_file, key="environment.requirements_file",
-                                file=spec.source))
-        if not path.is_file():
-            raise ClusterError(f"{spec.source}: environment.requirements_file: {path} is not a file")
+    path = requirements_path(spec)
+    if path is not None:
         cmd += ["-r", str(path)]
     return cmd
+
+
+def _check_creatable(path: Path | None, key: str) -> None:
+    """``path`` is a directory, or can be made one: its nearest existing ancestor is a
+    writable directory (checked before anything is created)."""
+    if path is None:
+        return
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and path.is_dir():
+        return
+    if not existing.is_dir():
+        raise ClusterError(f"cannot create {key} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ClusterError(f"cannot create {key} {path}: {existing} is not writable")
+
+
+def _remove_new_venv(venv: Path) -> None:
+    """Undo a venv this command began and could not finish (nothing half-made stays)."""
+    shutil.rmtree(venv, ignore_errors=True)
 
 
 def _stream(cmd: list[str], env: dict[str, str], echo: Callable[[str], None], prefix: str) -> tuple[int, str]:
@@ -134,28 +174,45 @@ def _stream(cmd: list[str], env: dict[str, str], echo: Callable[[str], None], pr
 
 def build(spec: JobSpec, echo: Callable[[str], None], python: str | None = None) -> int:
     """Create (when missing) and update ``environment.venv``; 0 when the venv imports the toolkit."""
+    # Every input is checked before the first file is made: a refusal leaves nothing behind.
     venv = venv_path(spec)
+    cmd = pip_command(spec, venv)  # the project and environment.requirements_file
+    base = python or sys.executable
+    existing = (venv / "pyvenv.cfg").is_file()
+    if existing:
+        problem = venv_problem(venv)
+        if problem:  # python -m venv keeps an existing bin/python link, even a dangling one
+            raise ClusterError(f"environment.venv: {problem}, so it cannot be updated (its base Python is gone "
+                               f"or broken); remove {venv} and run cluster env again")
+    elif os.path.lexists(venv) and (not venv.is_dir() or venv.is_symlink() or any(venv.iterdir())):
+        raise ClusterError(f"environment.venv: {venv} exists and is not a virtualenv (no pyvenv.cfg); "
+                           "remove it or choose another path")
+    else:
+        if shutil.which(base) is None:
+            raise ClusterError(f"--python {base}: no such program")
+        _check_creatable(venv, "environment.venv")
+    _check_creatable(spec.tmpdir_path(), "environment.tmpdir")
+
     env = pip_environment(spec)
     if spec.tmpdir_path() is not None:
         echo(f"pip temp: TMPDIR={env['TMPDIR']}, PIP_CACHE_DIR={env['PIP_CACHE_DIR']} (environment.tmpdir)")
     else:
         echo(f"pip temp: {tempfile.gettempdir()} (environment.tmpdir is null: pip uses the default)")
-    if (venv / "pyvenv.cfg").is_file():
-        problem = venv_problem(venv)
-        if problem:  # python -m venv keeps an existing bin/python link, even a dangling one
-            raise ClusterError(f"environment.venv: {problem}, so it cannot be updated (its base Python is gone "
-                               f"or broken); remove {venv} and run cluster env again")
+    if existing:
         echo(f"venv: updating {venv}")
-    elif venv.exists() and (not venv.is_dir() or any(venv.iterdir())):
-        raise ClusterError(f"environment.venv: {venv} exists and is not a virtualenv (no pyvenv.cfg); "
-                           "remove it or choose another path")
     else:
-        base = python or sys.executable
+        created = not os.path.lexists(venv)
         echo(f"venv: creating {venv} with {base} -m venv")
-        status, last = _stream(module_argv(base, "venv", str(venv)), env, echo, "  venv: ")
+        try:
+            status, last = _stream(module_argv(base, "venv", str(venv)), env, echo, "  venv: ")
+        except BaseException:
+            if created:
+                _remove_new_venv(venv)
+            raise
         if status != 0:
+            if created:
+                _remove_new_venv(venv)
             raise ClusterError(f"{base} -m venv {venv} failed (exit {status}): {last or 'no output'}")
-    cmd = pip_command(spec, venv)
     echo(f"pip: {shlex.join(cmd)}")
     status, last = _stream(cmd, env, echo, "  pip: ")
     if status != 0:
@@ -208,10 +265,9 @@ def on_queue(spec: JobSpec, echo: Callable[[str], None], python: str | None = No
         raise ClusterError("--on-queue needs a scheduler (none answers here, or scheduler.kind is local); "
                            "run cluster env without it to build the venv on this machine")
     venv_path(spec)
-    if spec.environment.requirements_file:  # the job may start in another directory
-        absolute = Path(expand_path(spec.environment.requirements_file, key="environment.requirements_file",
-                                    file=spec.source)).resolve()
-        spec = apply_overrides(spec, {"environment.requirements_file": str(absolute)})
+    requirements = requirements_path(spec)  # checked before the job's folder is made
+    if requirements is not None:  # the job may start in another directory
+        spec = apply_overrides(spec, {"environment.requirements_file": str(requirements.resolve())})
     folder = spec.runs_dir_path() / ".env" / f"env-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     folder.mkdir(parents=True)
     folder = folder.resolve()

@@ -42,7 +42,7 @@ from cluster import backends
 from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
-                            RunLocked)
+                            RunLocked, rundir)
 from train.contract.task_probe import isolate_task_imports
 
 
@@ -256,7 +256,7 @@ def _command_environment(run: Run, spec: Any, attempt: int) -> dict[str, str]:
     if DEADLINE_ENV not in child_env and spec.resources.time_seconds:
         # The batch script's prologue sets it on a scheduler; the local executor has none.
         child_env[DEADLINE_ENV] = str(int(time.time()) + spec.resources.time_seconds)
-    (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    rundir.check_dir(run.path, CHECKPOINT_DIR, create=True)  # a checkpoints/ link out of the run: refused
     return child_env
 
 

@@ -11,7 +11,6 @@ Sources, in order of trust:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,8 @@ from cluster.backends import JobInfo
 from cluster.backends.base import poll
 from cluster.errors import ClusterError
 from cluster.runs import TERMINAL_STATES, Run
-from train.contract import METRICS_FILE, PROGRESS_FILE, RUN_JSON, SUMMARY_FILE, SWEEP_JSON, read_metrics
+from train.contract import METRICS_FILE, PROGRESS_FILE, RUN_JSON, SUMMARY_FILE, SWEEP_JSON, rundir
+from train.contract.rundir import RunFileError
 
 log = logging.getLogger("cluster")
 
@@ -81,29 +81,36 @@ def _scheduler_info(records: list[tuple[Run, dict[str, Any]]]) -> dict[tuple[str
     return info
 
 
-def _last_metrics(run: Run) -> dict[str, Any] | None:
-    path = run.path / METRICS_FILE
+def read_run_metrics(run: Run) -> tuple[list[dict[str, Any]], int]:
+    """(metrics.jsonl's records, how many lines were skipped as not JSON objects); none when
+    missing. A RunFileError for a link, a FIFO, a directory or an oversized file."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 4096))
-            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return None
+        raw = rundir.read_bytes(run.path, METRICS_FILE, rundir.MAX_METRICS_BYTES)
+    except FileNotFoundError:
+        return [], 0
+    return rundir.metrics_records(raw)
 
 
 def _progress_epoch(run: Run) -> int | None:
+    """progress.json's completed epochs (None when missing); a RunFileError when malformed."""
     try:
-        progress = json.loads((run.path / PROGRESS_FILE).read_text())
-        return int(progress.get("epoch"))
-    except (OSError, ValueError, TypeError):
+        progress = rundir.read_object(run.path, PROGRESS_FILE)
+    except FileNotFoundError:
         return None
+    epoch = progress.get("epoch")
+    if epoch is not None and not rundir.is_count(epoch):
+        raise RunFileError(run.path / PROGRESS_FILE, f"epoch: must be a whole number >= 0 (is {str(epoch)[:40]!r})")
+    return epoch
+
+
+def has_summary(run: Run) -> bool:
+    """summary.json exists and is a JSON object (the trainer wrote it on completion); a
+    RunFileError when it is a link, a FIFO, not JSON or not an object."""
+    try:
+        rundir.read_object(run.path, SUMMARY_FILE)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _elapsed_from_record(record: dict[str, Any], state: str) -> int | None:
@@ -117,9 +124,9 @@ def _elapsed_from_record(record: dict[str, Any], state: str) -> int | None:
         start = dt.datetime.fromisoformat(attempts[0]["started"])
         end_text = record.get("ended") if state in TERMINAL_STATES else None
         end = dt.datetime.fromisoformat(end_text) if end_text else dt.datetime.now().astimezone()
-    except (KeyError, ValueError):
+        return max(0, int((end - start).total_seconds()))
+    except (KeyError, ValueError, TypeError, OverflowError):
         return None
-    return max(0, int((end - start).total_seconds()))
 
 
 def _forgotten_is_dead(record: dict[str, Any]) -> bool:
@@ -132,7 +139,7 @@ def _forgotten_is_dead(record: dict[str, Any]) -> bool:
 def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
     """Combine the run's own record with what the scheduler says."""
     own = record.get("state", "unknown")
-    if own == "completed" or (run.path / SUMMARY_FILE).exists():
+    if own == "completed" or has_summary(run):
         return "completed"
     jobs = record.get("jobs") or []
     if own == "cancelled" or (jobs and jobs[-1].get("cancelled")):
@@ -144,7 +151,7 @@ def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
         return "failed" if own in ("running", "requeued") and _forgotten_is_dead(record) else own
     if job.state == "ended":  # a local controller that exited, a PBS job qstat calls finished
         return own if own in TERMINAL_STATES else "failed"
-    if job.state == "pending" and record.get("requeues", 0) > 0:
+    if job.state == "pending" and (record.get("requeues") or 0) > 0:
         return "requeued"
     if job.state == "completed" and own != "completed":
         # The job step exited 0 without finishing the training (stopped on a signal).
@@ -160,12 +167,24 @@ def _valid_record(run: Run) -> dict[str, Any]:
         backends.get(run.scheduler(record))
         return record
     except ClusterError as err:
-        return {"state": "unknown", "error": str(err), "unreadable": True}
+        message = str(err) if str(run.record_path) in str(err) else f"{run.record_path}: {err}"
+        return {"state": "unknown", "error": message, "unreadable": True}
 
 
 def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo], metric: str) -> Row:
-    kind = record.get("scheduler", "local") if not record.get("unreadable") else "-"
-    job_id = run.current_job_id(record) if record.get("jobs") else None
+    """The run's row; "unknown" with the file and what is wrong when one of its files is broken."""
+    if not record.get("unreadable"):
+        try:
+            return _row_of(run, record, info, metric)
+        except (ClusterError, RunFileError, OSError) as err:
+            record = {"state": "unknown", "error": str(err), "unreadable": True, "name": record.get("name", "")}
+    return Row(run_id=run.id, name=str(record.get("name") or ""), scheduler="-", job_id=None, state="unknown",
+               path=str(run.path), diagnosis=f"unknown: {record['error']}", action="fix or remove that file")
+
+
+def _row_of(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo], metric: str) -> Row:
+    kind = run.scheduler(record)
+    job_id = run.current_job_id(record)
     job = info.get((kind, job_id)) if job_id else None
     state = decide_state(record, job, run)
     if job is not None and job.state == "ended" and record.get("state") not in TERMINAL_STATES \
@@ -173,24 +192,27 @@ def _row(run: Run, record: dict[str, Any], info: dict[tuple[str, str], JobInfo],
         # Nothing will run the job again: run.json now says so, with the reason.
         record = _valid_record(run)
         state = decide_state(record, job, run)
-    metrics = _last_metrics(run)
+    records, skipped = read_run_metrics(run)
+    metrics = records[-1] if records else None
     epoch = _progress_epoch(run)
-    if metrics and (epoch is None or metrics.get("epoch", 0) >= epoch):
-        epoch = metrics.get("epoch")
+    if metrics and rundir.is_count(metrics.get("epoch")) and (epoch is None or metrics["epoch"] >= epoch):
+        epoch = metrics["epoch"]
+    value = (metrics or {}).get(metric)
     row = Row(
         run_id=run.id, name=str(record.get("name", "")), scheduler=kind, job_id=job_id, state=state,
         elapsed_seconds=job.elapsed_seconds if job and job.elapsed_seconds is not None
         else _elapsed_from_record(record, state),
         walltime_seconds=_int(record.get("walltime_seconds")), epoch=epoch, epochs=_int(record.get("epochs")),
-        metric=(metrics or {}).get(metric), metric_name=metric, requeues=_int(record.get("requeues")) or 0,
+        metric=value if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
+        metric_name=metric, requeues=_int(record.get("requeues")) or 0,
         path=str(run.path), scheduler_state=job.raw_state if job else "",
-        notes=node_failure_notes(record) if not record.get("unreadable") else [],
+        notes=node_failure_notes(record),
     )
+    if skipped:
+        row.notes.append(f"{METRICS_FILE}: {skipped} line(s) skipped (not JSON objects with a whole-number epoch)")
     if job and state in ("pending", "requeued") and job.state in ("pending", "requeued"):
         row.wait_reason, row.start_estimate = job.reason, job.start_estimate
-    if record.get("unreadable"):
-        row.diagnosis, row.action = record["error"], "fix or remove that run.json"
-    elif state not in ("completed", "running", "pending", "requeued"):
+    if state not in ("completed", "running", "pending", "requeued"):
         from cluster.diagnose import diagnose
 
         row.diagnosis, row.action = diagnose(run, record, state, job)
@@ -216,6 +238,11 @@ def node_failure_notes(record: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _number(value: Any) -> float:
+    """A metric for an f-string's :.4f (NaN for a missing or non-numeric one)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -233,16 +260,31 @@ def discover_runs(refs: list[str], runs_dir: str | Path = "runs") -> list[Run]:
 
     if not refs:
         root = Path(runs_dir)
-        found = sorted(p.parent for p in root.glob(f"*/{RUN_JSON}")) + sorted(p.parent for p in root.glob(f"*/*/{RUN_JSON}"))
+        top = _run_dirs(root)
+        found = _with_run_json(top) + _with_run_json([p for folder in top for p in _run_dirs(folder)])
         return [Run(p) for p in found]
     runs: list[Run] = []
     for ref in refs:
         path = Path(ref)
         if (path / SWEEP_JSON).is_file():
-            runs += [Run(p.parent) for p in sorted(path.glob(f"*/{RUN_JSON}"))]
+            runs += [Run(p) for p in _with_run_json(_run_dirs(path))]
         else:
             runs.append(find_run(ref, runs_dir))
     return runs
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """The folders in ``folder``, sorted (none when it cannot be listed)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def _with_run_json(folders: list[Path]) -> list[Path]:
+    """Those that hold a run.json entry of any kind: a broken one (a FIFO, a dangling link)
+    is still a run, shown as its own "unknown" row (a glob would skip a dangling link)."""
+    return [p for p in folders if os.path.lexists(p / RUN_JSON)]
 
 
 def wait_for(run: Run, echo: Callable[[str], None], interval: float = 2.0) -> Row:
@@ -252,13 +294,13 @@ def wait_for(run: Run, echo: Callable[[str], None], interval: float = 2.0) -> Ro
     def refresh() -> Row:
         nonlocal seen
         row = rows_for([run])[0]
-        for m in read_metrics(run.path)[seen:]:
+        for m in read_run_metrics(run)[0][seen:]:
             if row.epochs is None:  # a command job: its program chose what its lines hold
                 values = [f"{k} {v:.4f}" for k, v in m.items() if k != "epoch" and isinstance(v, float)]
                 echo("  ".join([f"epoch {m.get('epoch')}", *values]))
             else:
-                echo(f"epoch {m.get('epoch')}/{row.epochs}  val_loss {m.get('val_loss', float('nan')):.4f}"
-                     f"  val_auc {m.get('val_auc', float('nan')):.4f}")
+                echo(f"epoch {m.get('epoch')}/{row.epochs}  val_loss {_number(m.get('val_loss')):.4f}"
+                     f"  val_auc {_number(m.get('val_auc')):.4f}")
             seen += 1
         return row
 

@@ -24,7 +24,8 @@ from cluster.errors import ClusterError, SchedulerError
 from cluster.job import job_for
 from cluster.runs import TERMINAL_STATES, Run, new_run_dir, now_iso, write_atomic
 from cluster.spec import JobSpec
-from train.contract import CHECKPOINT_DIR, SPEC_FILE
+from train.contract import CHECKPOINT_DIR, LOGS_DIR, SPEC_FILE, rundir
+from train.contract.rundir import RunFileError
 
 
 def resolve_executor(spec: JobSpec, requested: str | None) -> str:
@@ -86,8 +87,8 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
 
 def _copy_script(job: submitit.Job, run: Run) -> None:
     source = Path(job.paths.submission_file)
-    if source.exists():
-        shutil.copyfile(source, run.script_path)
+    if source.exists():  # replaces a submitted.sh link, never writes through it
+        write_atomic(run.script_path, source.read_bytes())
 
 
 def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
@@ -106,18 +107,41 @@ def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:
     return run, job.job_id
 
 
+def check_run_files(run: Run) -> dict[str, Any]:
+    """run.json, and every other file and folder a job of the run reads, checked before anything
+    starts: run.json's fields, spec.yaml, checkpoints/ and logs/ real (no links), sidecars,
+    metrics, progress and summary well-formed. run.json's record, or a one-line error."""
+    from cluster.status import rows_for
+
+    record = run.read()
+    try:
+        rundir.read_bytes(run.path, SPEC_FILE, rundir.MAX_TEXT_BYTES)
+        rundir.check_layout(run.path)
+        if run.logs_base != run.path:  # a sweep task's logs are in the sweep's logs/
+            with contextlib.suppress(FileNotFoundError):
+                rundir.check_dir(run.logs_base, LOGS_DIR)
+    except FileNotFoundError as err:
+        raise ClusterError(f"{run.path / SPEC_FILE}: missing ({err.strerror})") from None
+    except RunFileError as err:
+        raise ClusterError(str(err)) from None
+    row = rows_for([run])[0]
+    if row.diagnosis and row.diagnosis.startswith("unknown: "):
+        raise ClusterError(row.diagnosis[len("unknown: "):])
+    return record
+
+
 def resume(run: Run) -> str:
     """Continue a dead run from its newest valid checkpoint, as a new job in the same directory."""
     from cluster.spec import load_spec
     from cluster.status import rows_for
 
+    record = check_run_files(run)  # before anything starts: a broken run.json is refused here
     row = rows_for([run])[0]
     if row.state in ("pending", "running", "requeued"):
         raise ClusterError(f"{run.path}: still {row.state} as job {row.job_id}; cancel it first "
                            f"(cluster cancel {run.path})")
     if row.state == "completed":
         raise ClusterError(f"{run.path}: already completed; nothing to resume")
-    record = run.read()
     spec = load_spec(run.spec_path)
     with scheduler_refusals():
         job = make_executor(run.scheduler(record), spec, run.path).submit(job_for(spec, str(run.path)))
@@ -126,15 +150,27 @@ def resume(run: Run) -> str:
     return job.job_id
 
 
-def cancel(run: Run) -> str | None:
-    """Cancel the run's live job; return its id (None when nothing was live)."""
+def cancel(run: Run) -> str:
+    """Cancel the run's live job; say what was signalled ("cancelled job N", or why nothing was).
+
+    Needs a valid run.json (its job id goes into a command); another broken file of the run
+    does not stop a cancel.
+    """
     from cluster.status import rows_for
 
-    backend = backends.get(run.scheduler())
+    record = run.read()
+    try:
+        backend = backends.get(run.scheduler(record))
+    except ClusterError as err:
+        raise ClusterError(f"{run.record_path}: scheduler: {err}") from None
+    job_id = run.current_job_id(record)
     row = rows_for([run])[0]
-    if row.state in TERMINAL_STATES or not row.job_id:
-        return None
-    backend.cancel(row.job_id, run)
+    # A row made "unknown" by another broken file (metrics, summary): the record's own state decides.
+    state = record.get("state") if (row.diagnosis or "").startswith("unknown: ") else row.state
+    if state in TERMINAL_STATES or not job_id:
+        return "nothing live to cancel"
+    if backend.cancel(job_id, run) is False:
+        return f"nothing signalled: job {job_id} is not running as this run's job (ended, or its id was reused)"
 
     def cancelled(record: dict[str, Any]) -> None:
         # Marked on the job itself: an attempt starting at this moment must not undo it.
@@ -142,7 +178,7 @@ def cancel(run: Run) -> str | None:
         record.update(state="cancelled", ended=now_iso())
 
     run.update(cancelled)
-    return row.job_id
+    return f"cancelled job {job_id}"
 
 
 __all__ = ["submit", "resume", "cancel", "resolve_executor", "SchedulerError"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError, parse_walltime
+from train.contract.rundir import RunFileError, read_regular
 
 if TYPE_CHECKING:
     from train.contract.config import TrainConfig
@@ -39,8 +40,9 @@ def load_config(path: str) -> tuple[TrainConfig, float | None]:
     from train.contract.config import TrainConfig
 
     try:
-        with open(path) as f:
-            doc = yaml.safe_load(f)
+        doc = yaml.safe_load(read_regular(path, 2**20))  # a FIFO or /dev/zero is refused, never waited on
+    except RunFileError as err:
+        raise SpecError("", err.problem) from None
     except OSError as err:
         raise SpecError("", f"cannot read the spec ({err.strerror})") from None
     except yaml.YAMLError as err:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err.with_file(args.config), file=sys.stderr)
         return 2
-    except (DataError, IncompatibleCheckpoint, UnsafeCheckpoint, RunLocked) as err:
+    except (DataError, IncompatibleCheckpoint, UnsafeCheckpoint, RunLocked, RunFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if result.status == "completed" else EXIT_REQUEUE

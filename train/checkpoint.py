@@ -52,7 +52,9 @@ def _load(path: str | Path) -> Any:
     advice for a file that may be malicious, so it becomes an `UnsafeCheckpoint`.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # Opened without following a link (verify checked this very file's size and CRC).
+        with runfiles.rundir.open_file(Path(path).parent, Path(path).name, "rb") as handle:
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if str(err).startswith("Weights only load failed"):
             raise UnsafeCheckpoint(path) from None
@@ -110,8 +112,7 @@ def write(run_dir: str | Path, data: bytes, *, position: dict[str, int], reason:
     Returns the sidecar dict, with "path" and "seconds" (the time the write took) added.
     """
     start = time.perf_counter()
-    directory = Path(run_dir) / runfiles.CHECKPOINT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = runfiles.folder(run_dir, runfiles.CHECKPOINT_DIR)  # never a link out of the run
     name = runfiles.checkpoint_name(position["global_step"])
     runfiles.write_atomic(directory / name, data)
     pause_at("checkpoint-file")
@@ -211,8 +212,12 @@ def remove_orphans(run_dir: str | Path) -> None:
     """Delete checkpoint files without a sidecar: a write killed before its sidecar, or a
     rotation killed between deleting a sidecar and its checkpoint. Never loaded, they
     would otherwise stay for good (megabytes each). Only while no writer is at work."""
-    for path in (Path(run_dir) / runfiles.CHECKPOINT_DIR).glob("ckpt-*.pt"):
-        if runfiles.CHECKPOINT_FILE.fullmatch(path.name) and not path.with_suffix(".json").exists():
+    try:
+        directory = runfiles.rundir.check_dir(run_dir, runfiles.CHECKPOINT_DIR)  # a link: RunFileError
+    except FileNotFoundError:
+        return
+    for path in directory.glob("ckpt-*.pt"):
+        if runfiles.CHECKPOINT_FILE.fullmatch(path.name) and not os.path.lexists(path.with_suffix(".json")):
             path.unlink(missing_ok=True)
 
 
@@ -220,7 +225,7 @@ def _set_aside(info: dict) -> None:
     """Rename a bad checkpoint out of the way (kept for inspection, never loaded again)."""
     Path(info["sidecar"]).unlink(missing_ok=True)
     path = Path(info["path"])
-    if path.exists():
+    if os.path.lexists(path):  # renames the entry itself, a link included
         os.replace(path, path.with_name(path.name + ".corrupt"))
 
 

@@ -37,12 +37,22 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE, RANKS_DIR,
-                            SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK, RunLocked, fsync_dir, read_metrics,
-                            remove_stray_temporaries, write_atomic, write_json_atomic)
+from train.contract import (BEST_CHECKPOINT, CHECKPOINT_DIR, FINAL_CHECKPOINT, METRICS_FILE, PROGRESS_FILE,
+                            RANKS_DIR, SUMMARY_FILE, TMP_PREFIX, TRAINER_LOCK,
+                            RunLocked, fsync_dir, read_metrics, remove_stray_temporaries, rundir, write_atomic,
+                            write_json_atomic)
+from train.contract.rundir import RunFileError  # noqa: F401 - re-exported for the trainer
 
 __all__ = ["BEST_CHECKPOINT", "CHECKPOINT_DIR", "FINAL_CHECKPOINT", "METRICS_FILE", "PROGRESS_FILE", "RANKS_DIR",
-           "SUMMARY_FILE", "read_metrics", "remove_stray_temporaries", "write_atomic", "write_json_atomic"]
+           "SUMMARY_FILE", "RunFileError", "read_metrics", "remove_stray_temporaries", "write_atomic",
+           "write_json_atomic"]
+
+check_layout = rundir.check_layout
+
+
+def folder(run_dir: str | Path, name: str) -> Path:
+    """``run_dir/name``, created when missing; a RunFileError when it is a link or not a directory."""
+    return rundir.check_dir(run_dir, name, create=True)
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -104,10 +114,10 @@ def trainer_lock(run_dir: str | Path, warn: Callable[[str], None] | None = None)
     directory = Path(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / TRAINER_LOCK
-    try:
-        fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    try:  # never through a link: a .trainer.lock link to another file would truncate that file
+        fd, writable = rundir.open_fd(directory, TRAINER_LOCK, os.O_RDWR | os.O_CREAT), True
     except PermissionError:  # another user's run, shared through the group: lock, but write no pid
-        fd, writable = os.open(path, os.O_RDONLY), False
+        fd, writable = rundir.open_fd(directory, TRAINER_LOCK, os.O_RDONLY), False
     locked = False
     try:
         try:
@@ -147,8 +157,10 @@ def _lock_holder(fd: int) -> tuple[int | None, str | None]:
 # --- checkpoints --------------------------------------------------------------------------
 
 
-CHECKPOINT_FILE = re.compile(r"ckpt-\d+\.pt")
+CHECKPOINT_FILE = re.compile(r"ckpt-[0-9]+\.pt")
 """The only names a sidecar's "file" may give: a plain file name inside checkpoints/."""
+SIDECAR_FILE = re.compile(r"ckpt-[0-9]+\.json")
+MAX_SIDECAR_BYTES = 64 * 1024
 
 
 def sidecars(run_dir: str | Path) -> list[dict]:
@@ -161,13 +173,21 @@ def sidecars(run_dir: str | Path) -> list[dict]:
     old ones, so a crafted "file": "/some/path" or "../../x" must never be followed out of
     checkpoints/.
     """
-    directory = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        directory = rundir.check_dir(run_dir, CHECKPOINT_DIR)  # a checkpoints/ link: RunFileError
+    except FileNotFoundError:
+        return []
     found = []
-    for side in directory.glob("ckpt-*.json"):
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries if SIDECAR_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    for side_name in names:
+        side = directory / side_name
         try:
-            info = json.loads(side.read_text())
-            step = int(info["global_step"])
-        except (OSError, ValueError, KeyError, TypeError):
+            info = rundir.read_object(directory, side_name, MAX_SIDECAR_BYTES)
+        except (OSError, RunFileError):
+            continue
+        step = info.get("global_step")
+        if not rundir.is_count(step, 10**15) or not all(rundir.is_count(info.get(k), 2**63) for k in ("bytes", "crc32")):
             continue
         name = side.with_suffix(".pt").name
         if info.get("file", name) != name or not CHECKPOINT_FILE.fullmatch(name):
@@ -180,15 +200,22 @@ def sidecars(run_dir: str | Path) -> list[dict]:
 
 
 def verify(info: dict) -> str | None:
-    """Why this checkpoint is unusable (missing, truncated, altered), or None if intact."""
+    """Why this checkpoint is unusable (missing, a link, truncated, altered), or None if intact."""
     path = Path(info["path"])
     try:
-        size = path.stat().st_size
+        fd = rundir.open_fd(path.parent, path.name)  # a ckpt-*.pt link is not this run's checkpoint
     except FileNotFoundError:
         return "file is missing"
-    if size != info.get("bytes"):
-        return f"file has {size} bytes, its sidecar says {info.get('bytes')} (truncated or overwritten)"
-    if file_crc32(path) != info.get("crc32"):
+    except RunFileError as err:
+        return err.problem
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        if size != info.get("bytes"):
+            return f"file has {size} bytes, its sidecar says {info.get('bytes')} (truncated or overwritten)"
+        crc = 0
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    if crc != info.get("crc32"):
         return "CRC-32 does not match its sidecar (corrupt)"
     return None
 
@@ -208,9 +235,7 @@ def resume_point(run_dir: str | Path) -> dict | None:
 
 def write_rank_sha256(run_dir: str | Path, rank: int, sha256: str) -> Path:
     """Record one rank's final weights fingerprint as DIR/ranks/rank-<rank>.sha256."""
-    directory = Path(run_dir) / RANKS_DIR
-    directory.mkdir(exist_ok=True)
-    path = directory / f"rank-{rank}.sha256"
+    path = folder(run_dir, RANKS_DIR) / f"rank-{rank}.sha256"
     write_atomic(path, sha256 + "\n")
     return path
 
@@ -224,16 +249,19 @@ def truncate_metrics(run_dir: str | Path, completed_epochs: int) -> None:
     Epochs can be recorded past the checkpoint when a job died between appending its
     metrics line and writing its epoch-end checkpoint.
     """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    try:
+        raw = rundir.read_bytes(run_dir, METRICS_FILE, rundir.MAX_METRICS_BYTES)
+    except FileNotFoundError:
         return
-    kept = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= completed_epochs]
+    records, _ = rundir.parse_jsonl(raw)
+    kept = [r for r in records if rundir.is_count(r.get("epoch")) and r["epoch"] <= completed_epochs]
     text = "".join(json.dumps(r) + "\n" for r in kept)
-    if path.read_text() != text:  # also drops a torn last line
-        write_atomic(path, text)
+    if raw != text.encode():  # also drops a torn last line and lines that are not objects
+        write_atomic(Path(run_dir) / METRICS_FILE, text)
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+    """One line appended to metrics.jsonl (never through a link: RunFileError)."""
+    with rundir.open_file(run_dir, METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
 

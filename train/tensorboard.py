@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.contract import TENSORBOARD_DIR, SpecError
+from train.contract import TENSORBOARD_DIR, SpecError, rundir
 
 
 class Board:
@@ -26,7 +26,8 @@ class Board:
             raise SpecError("train.tensorboard", "is true but the tensorboard package is not installed in the job's "
                                                  "Python: pip install -e '.[tensorboard]'") from None
         purge = resumed_step + 1 if resumed_step is not None else None
-        self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge, flush_secs=60)
+        folder = rundir.check_dir(run_dir, TENSORBOARD_DIR, create=True)  # a link out of the run: RunFileError
+        self.writer = SummaryWriter(str(folder), purge_step=purge, flush_secs=60)
 
     def scalar(self, tag: str, value: float | None, step: int) -> None:
         if value is not None:

@@ -462,6 +462,8 @@ class Trainer:
         in the run directory.
         """
         run_started = time.perf_counter()
+        # Before anything is written: a link or FIFO among the run's files is refused (RunFileError).
+        runfiles.check_layout(self.run_dir)
         device = resolve_device(self.config.device, self.world)
         enforce_determinism(device)
         if self.config.batch_size < self.world.size:
@@ -501,8 +503,7 @@ class Trainer:
     def _setup(self, device: torch.device, comm: Comm) -> _Parts:
         cfg, world = self.config, self.world
         pause_at("setup")
-        ckpt_dir = self.run_dir / runfiles.CHECKPOINT_DIR
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir = runfiles.folder(self.run_dir, runfiles.CHECKPOINT_DIR)
         if world.primary:  # rank 0 writes every file of the run; the others only train
             runfiles.remove_stray_temporaries(ckpt_dir)
             checkpoint.remove_orphans(self.run_dir)

@@ -18,6 +18,8 @@ as the test suite does with a toy backend). It implements:
 - ``executor(spec, run_dir, array_parallelism=...)``: a submitit executor that submits the
   rendered script (see ``SlurmExecutor``);
 - ``query(job_ids, records)`` -> ``{job_id: JobInfo}`` in one command, ``cancel(job_id, run)``;
+- ``job_id_pattern`` when its job ids are not the built-in schedulers' digits (``1234``,
+  ``1234_5``, ``1234[5].server``): run.json's ids must match it before they form a path or command;
 - optionally ``continue_job`` (after a checkpointed stop; default: submitit's requeue),
   ``job_environment``, ``doctor_checks``, ``probe_submit``/``probe_state``/``inspect_hint``,
   and the class facts ``has_modules``, ``forgotten_job_is_dead``, ``runs_arrays``.

@@ -12,6 +12,7 @@ class attributes, as in submitit (``prefix = "#SBATCH"``): callers never test a 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -102,6 +103,13 @@ def poll(probe: Callable[[], T], done: Callable[[T], bool], *, interval: float,
         time.sleep(interval)
 
 
+JOB_ID = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10}|_\[[0-9,-]{0,40}\]|\[[0-9]{0,10}\])?"
+                    r"(?:\.[A-Za-z0-9][A-Za-z0-9.-]{0,100})?", re.ASCII)
+"""A job id as the built-in schedulers print it and run.json records it: Slurm's ``1234``,
+``1234_5`` (an array task), ``1234_[0-3]``; PBS/Torque's ``1234``, ``1234[5]``, ``1234[]``, each
+optionally with its ``.server`` (:mod:`cluster.backends.pbs.jobid`); the local executor's pid."""
+
+
 class Backend:
     """One scheduler. Subclasses set the class attributes and override what they support."""
 
@@ -123,6 +131,9 @@ class Backend:
     """A job the scheduler no longer knows of cannot run again (the local controller)."""
     runs_arrays: bool = True
     """Sweeps go as one array job; otherwise one job trains the tasks in turn."""
+    job_id_pattern: re.Pattern[str] = JOB_ID
+    """The ids its submit command prints (full match): a job id read from run.json must have
+    this form before it reaches a path (``logs/<id>_*``) or a command (``scancel <id>``)."""
 
     # --- presence
     def available(self) -> bool:
@@ -157,7 +168,9 @@ class Backend:
         (``cluster report``), from one query for all; None where it keeps no accounting."""
         return None
 
-    def cancel(self, job_id: str, run: Run) -> None:
+    def cancel(self, job_id: str, run: Run) -> bool | None:
+        """Cancel the job; False when nothing was signalled (the job is not this run's), else
+        True or None (the scheduler's command succeeded)."""
         raise NotImplementedError
 
     def settle_ended(self, job_id: str, run: Run) -> bool:

@@ -39,10 +39,9 @@ if TYPE_CHECKING:
 def controller_failure(run: Run) -> str:
     """Why the run's controller ended without the job recording an end: the last Python error
     of ``logs/controller.log`` (its own crash), else its last line."""
-    from cluster.diagnose import last_python_error, stderr_text, tail_text
+    from cluster.diagnose import last_python_error, stderr_text, tail_log
 
-    log_path = run.logs_dir / CONTROLLER_LOG
-    text = tail_text(log_path)
+    text = tail_log(run, CONTROLLER_LOG)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # The controller's own crash, else the task's (an entrypoint that could not start), else its last word.
     cause = last_python_error(text) or last_python_error(stderr_text(run)) or (lines[-1] if lines else "")
@@ -70,11 +69,16 @@ class LocalBackend(Backend):
     def query(self, job_ids: list[str], records: list[dict[str, Any]]) -> dict[str, JobInfo]:
         return {j: JobInfo(state="running" if j.isdigit() and pid_alive(int(j)) else "ended") for j in job_ids}
 
-    def cancel(self, job_id: str, run: Run) -> None:
+    def cancel(self, job_id: str, run: Run) -> bool:
         from cluster.backends.local_executor import is_controller_of
 
-        if job_id.isdigit() and is_controller_of(int(job_id), run):
+        if not (job_id.isdigit() and is_controller_of(int(job_id), run)):
+            return False  # a reused pid, or another run's controller: signal nothing
+        try:
             os.kill(int(job_id), signal.SIGTERM)  # the controller forwards it to the task
+        except ProcessLookupError:  # it ended between the check and the signal
+            return False
+        return True
 
     def settle_ended(self, job_id: str, run: Run) -> bool:
         """The controller is gone and nothing recorded an end: nothing will run the job again,

@@ -160,15 +160,21 @@ def local_executor(spec: JobSpec, run_dir: Path) -> LocalExecutor:
 
 
 def is_controller_of(pid: int, run: Run) -> bool:
-    """The process ``pid`` is alive and is the local controller of ``run`` (not a reused pid)."""
+    """The process ``pid`` is alive and is the local controller of ``run`` (not a reused pid).
+
+    Its folder argument must be the run's own ``logs/`` (the local executor's folder is always
+    that): never a path run.json names, which may be another run's.
+    """
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     if CONTROLLER_MODULE.encode() not in argv or not pid_alive(pid):
         return False
-    folders = {os.fsencode(str(run.logs_dir)), os.fsencode(str(run.logs_dir.resolve()))}
-    return any(arg in folders for arg in argv)
+    own = run.path / LOGS_DIR
+    folders = {os.fsencode(str(own)), os.fsencode(str(own.resolve()))}
+    args = [arg for arg in argv if arg]  # /proc's cmdline ends with a NUL
+    return bool(args) and args[-1] in folders  # FOLDER is the controller's one argument
 
 
 def _run_controller(folder: Path) -> None:

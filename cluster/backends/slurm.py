@@ -6,7 +6,6 @@ doctor checks."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,8 @@ from cluster.backends.base import Backend, Check, JobInfo, answers, carry_submis
 from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
-from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV
+from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV, rundir
+from train.contract.rundir import RunFileError
 
 if TYPE_CHECKING:
     from cluster.backends.accounting import Usage
@@ -345,8 +345,8 @@ def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, An
     if ended is None or ended[0] != "NODE_FAIL":
         return
     try:
-        reached = json.loads((run.path / PROGRESS_FILE).read_text()).get("global_step")
-    except (OSError, ValueError, AttributeError):
+        reached = rundir.read_object(run.path, PROGRESS_FILE).get("global_step")
+    except (OSError, RunFileError):
         reached = None
     resumed_from = resume.get("global_step", 0) if resume else 0
     # progress.json is rewritten every few seconds only: the run got at least as far as its checkpoint.

@@ -6,6 +6,7 @@ submission command on PATH. Nothing in cluster/ knows its name.
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class ToyBackend(Backend):
     dialects = ("toy",)
     prefix = "#TOY"
     detect_order = 50
+    job_id_pattern = re.compile(r"toy-[0-9]+")
 
     def available(self) -> bool:
         return False  # never auto-detected: chosen with --executor / --scheduler

@@ -250,11 +250,15 @@ def parse_metrics(text: str) -> list[dict]:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of ``run_dir``'s metrics.jsonl (none when it does not exist)."""
+    """The per-epoch records of ``run_dir``'s metrics.jsonl (none when it does not exist); read
+    without following a link (:mod:`train.contract.rundir`: a RunFileError for a link, FIFO, ...)."""
+    from train.contract import rundir
+
     try:
-        return parse_metrics((Path(run_dir) / METRICS_FILE).read_text())
+        raw = rundir.read_bytes(run_dir, METRICS_FILE, rundir.MAX_METRICS_BYTES)
     except FileNotFoundError:
         return []
+    return rundir.metrics_records(raw)[0]
 
 
 def append_attempt_event(run_dir: str | Path, event: str, global_step: int, **fields: Any) -> None:
