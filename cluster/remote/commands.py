@@ -108,7 +108,6 @@ def submit(args: argparse.Namespace, host: Host, echo: Echo) -> int:
 
     spec = load_spec(args.spec, args.set)  # a bad spec is refused here, before anything is sent
     transport = Transport(host)
-    transport.connect()
     snap, sent = _send_snapshot(Path(args.spec), transport, echo)
     snap_dir = str(sent["path"])
     runs_dir = str(Path(snap_dir).parent.parent / "runs")
@@ -170,7 +169,6 @@ def build_env(args: argparse.Namespace, host: Host, echo: Echo) -> int:
 
     spec = load_spec(args.spec, args.set)
     transport = Transport(host)
-    transport.connect()
     snap, sent = _send_snapshot(Path(args.spec), transport, echo)
     workdir = str(Path(str(sent["path"])).parent.parent)
     tmp = f"{workdir}/tmp"

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from support import sshd as sshd_helpers
-from support.runs import REPO, cluster_cmd
+from support.runs import cluster_cmd
+from support.sshd import close_master, make_project
 
 NAME = os.environ.get("CLUSTER_TEST_NAME", "cluster")
 USER = f"ctr{NAME}"[:30]
@@ -77,29 +78,6 @@ def remote_host(sshd_server, tmp_path_factory):
     close_master(sshd_server)
 
 
-def close_master(server) -> None:
-    """End our master connection (the next command authenticates again)."""
-    control = Path(os.environ.get("CLUSTER_SSH_CONTROL_DIR", "/nonexistent"))
-    for socket_path in control.glob("*"):
-        subprocess.run(["ssh", "-F", str(server.config), "-o", f"ControlPath={socket_path}", "-O", "exit", HOST],
-                       capture_output=True, timeout=30)
-
-
-def make_project(where: Path) -> Path:
-    """A copy of this project as a user's git checkout on the laptop (files only, one commit)."""
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        source = REPO / rel
-        if source.is_file() and not rel.startswith(("runs/", ".venv/")):
-            (where / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, where / rel)
-    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@example.org", "-c", "user.name=t", "commit",
-                                                   "-q", "-m", "laptop"]):
-        subprocess.run(["git", "-C", str(where), *cmd], check=True, capture_output=True)
-    return where
-
-
 @pytest.fixture(scope="session")
 def laptop(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("laptop-project"))
@@ -114,3 +92,17 @@ def remote_venv(remote_host, laptop, sshd_server):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     print(f"\nremote venv built by cluster env --host in {time.time() - start:.1f} s")
     return sshd_server.home / "cluster-train" / "venv"
+
+
+@pytest.fixture(autouse=True)
+def _ssh_marker(request):
+    """Give every test marked ``ssh`` the server (skipped or failed as above when it cannot run)."""
+    if request.node.get_closest_marker("ssh") is not None:
+        request.getfixturevalue("remote_host")
+
+
+@pytest.fixture
+def fresh_session(sshd_server, remote_host):
+    """No master connection open: the next command authenticates."""
+    close_master(sshd_server)
+    return sshd_server

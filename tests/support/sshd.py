@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
+
 SSHD = "/usr/sbin/sshd"
 HOST_ALIAS = "ct-test"
 
@@ -155,3 +157,26 @@ def setup(directory: Path, user: str) -> Sshd:
     ]))
     return Sshd(directory=directory, user=user, home=home, port=port, config=config, log=log,
                 known_hosts=known_hosts)
+
+
+def close_master(server) -> None:
+    """End our master connection (the next command authenticates again)."""
+    control = Path(os.environ.get("CLUSTER_SSH_CONTROL_DIR", "/nonexistent"))
+    for socket_path in control.glob("*"):
+        subprocess.run(["ssh", "-F", str(server.config), "-o", f"ControlPath={socket_path}", "-O", "exit", HOST_ALIAS],
+                       capture_output=True, timeout=30)
+
+
+def make_project(where: Path) -> Path:
+    """A copy of this project as a user's git checkout on the laptop (files only, one commit)."""
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        source = REPO / rel
+        if source.is_file() and not rel.startswith(("runs/", ".venv/")):
+            (where / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, where / rel)
+    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@example.org", "-c", "user.name=t", "commit",
+                                                   "-q", "-m", "laptop"]):
+        subprocess.run(["git", "-C", str(where), *cmd], check=True, capture_output=True)
+    return where
