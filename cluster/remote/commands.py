@@ -200,11 +200,9 @@ def build_env(args: argparse.Namespace, host: Host, echo: Echo) -> int:
 def _remote_rows(host: Host, runs: list[RemoteRun] | None, transport: Transport) -> list[dict[str, Any]]:
     """One ssh: the remote ``cluster status --json`` over the host's runs directory."""
     runs_dir = f"{host.workdir}/runs"
-    proc = transport.run_line(
-        f"if [ -d {shlex.quote(runs_dir)} ]; then "
-        + shlex.join(["env", *[f"{k}={v}" for k, v in host.env.items()],
-                      *_cluster(host, "status", "--json", "--runs-dir", runs_dir)])
-        + "; else echo '[]'; fi", doing="cluster status")
+    proc = transport.run_line(shlex.join(["env", *[f"{k}={v}" for k, v in host.env.items()],
+                                          *_cluster(host, "status", "--json", "--runs-dir", runs_dir)]),
+                              doing="cluster status")
     if proc.returncode != 0:
         _raise_remote_failure(host, proc.returncode, proc.stderr.decode(errors="replace"), "cluster status")
     try:

@@ -73,12 +73,17 @@ class Host:
         return {k: getattr(self, k) for k in ("name", *_KEYS)}
 
 
+_SAFE_WORD = re.compile(r"[A-Za-z0-9_.%:\[\]][A-Za-z0-9_.%:\[\]-]*\Z")
+"""Host names, addresses and user names: no leading '-' (ssh would read an option), no spaces,
+control characters or shell syntax (a ProxyCommand's %h/%r puts them into a shell line)."""
+
+
 def check_word(value: str, what: str, where: str) -> str:
-    """Refuse what ssh could read as an option or what cannot be one word of its command line."""
-    if not value or value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
+    """Refuse a host or user name that ssh could read as an option or a shell could run."""
+    if not _SAFE_WORD.match(value or ""):
         shown = value.encode("unicode_escape").decode()[:60]
-        raise ClusterError(f"{where}: {what} {shown!r} is not allowed (it must not be empty, start with '-', "
-                           "or hold spaces or control characters)")
+        raise ClusterError(f"{where}: {what} {shown!r} is not allowed (letters, digits and . _ - : % [ ] only, "
+                           "not starting with '-')")
     return value
 
 

@@ -43,6 +43,9 @@ class RemoteError(ClusterError):
 def control_dir() -> Path:
     """The private directory of our control sockets (created 0700; refused if others can enter it)."""
     path = Path(os.environ.get(CONTROL_DIR_ENV) or Path.home() / ".cache" / "cluster-train" / "ssh")
+    if len(str(path)) > 80:  # a socket path has at most 107 bytes, and ssh adds a name and a temporary suffix
+        raise ClusterError(f"{path}: too long for ssh's control sockets; set {CONTROL_DIR_ENV} to a shorter "
+                           "directory (e.g. /tmp/cluster-ssh-$USER)")
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = path.stat()
     if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
@@ -75,9 +78,11 @@ def classify(host: Host, returncode: int, stderr: str, doing: str) -> RemoteErro
                                  "Network is unreachable", "Connection closed", "Connection reset",
                                  "closed by remote host", "Broken pipe", "kex_exchange_identification")):
         why = f"cannot reach {name} ({last}); check the host name and your network or VPN, then retry"
+    elif returncode == 255:  # ssh itself failed, with words not listed above: the connection went
+        why = f"cannot reach {name}, or the connection was lost ({last}); check the host and your network, then retry"
     elif returncode == NO_REMOTE_COMMAND:
-        why = (f"{name} has no {doing.split()[0]} to run ({last}); set up the remote side with: "
-               f"cluster env SPEC --host {name}")
+        why = (f"{name}: a command is missing there ({last}); check the host's python setting, or set up "
+               f"the remote side with: cluster env SPEC --host {name}")
     elif "No space left on device" in text or "Disk quota exceeded" in text:
         why = f"{name}: remote disk full ({last}); free space under {host.workdir} on {name}, then retry"
     else:
@@ -119,7 +124,7 @@ class Transport:
 
         h = self.host
         key = "\0".join(str(v) for v in (h.host, h.user, h.port, h.identity_file, h.ssh_config))
-        return control_dir() / hashlib.sha256(key.encode()).hexdigest()[:20]
+        return control_dir() / hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def _uses_user_master(self) -> bool:
         """Whether a master the user opened answers (``ssh -O check`` with their config alone).

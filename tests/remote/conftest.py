@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,8 +62,7 @@ def sshd_server():
 def remote_host(sshd_server, tmp_path_factory):
     """The hosts file entry ``ct-test`` (the laptop's view of the login node); its name."""
     base = tmp_path_factory.mktemp("laptop-home")
-    control = base / "ssh-control"
-    control.mkdir(mode=0o700)
+    control = Path(tempfile.mkdtemp(prefix="ctc-", dir="/tmp"))  # a socket path must stay short
     hosts = base / "hosts.yaml"
     env = {"PIP_FIND_LINKS": "/opt/wheels", "PIP_EXTRA_INDEX_URL": "file:///opt/pypi/simple file:///opt/pypi-more/simple",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
