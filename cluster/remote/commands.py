@@ -212,14 +212,14 @@ def _remote_rows(host: Host, runs: list[RemoteRun] | None, transport: Transport)
                           f"(cluster env SPEC --host {host.name})") from None
     if runs is None:
         return rows
-    wanted = {r.id: r for r in runs}
-    found = {row["run_id"]: row for row in rows if row.get("run_id") in wanted}
-    for run_id, run in wanted.items():
-        if run_id not in found:
-            found[run_id] = {"run_id": run_id, "name": run.data.get("name", ""), "scheduler": "-", "job_id": None,
-                             "state": "unknown", "path": run.remote_dir, "diagnosis": f"not found on {host.name}",
-                             "action": f"remove {run.path} if that run was deleted"}
-    return [found[r.id] for r in runs]
+    result: list[dict[str, Any]] = []
+    for run in runs:  # a sweep's record stands for its tasks (rows under its remote directory)
+        mine = [row for row in rows if row.get("run_id") == run.id
+                or (run.data.get("sweep") and Path(str(row.get("path", ""))).parent.name == run.id)]
+        result += mine or [{"run_id": run.id, "name": run.data.get("name", ""), "scheduler": "-", "job_id": None,
+                            "state": "unknown", "path": run.remote_dir, "diagnosis": f"not found on {host.name}",
+                            "action": f"remove {run.path} if that run was deleted there"}]
+    return result
 
 
 def status(args: argparse.Namespace, host: Host | None, show_rows: Callable[[list, bool], None]) -> int | None:

@@ -51,6 +51,17 @@ def _manifest_hash(directory):
     return manifest["hash"], tree_hash(directory, manifest["files"])
 
 
+def problem(directory, expected):
+    """Why the snapshot in ``directory`` is not the one with hash ``expected`` (None: it is)."""
+    try:
+        recorded, actual = _manifest_hash(directory)
+    except (OSError, ValueError, KeyError) as err:
+        return f"cannot read it ({err})"
+    if actual != expected or recorded != expected:
+        return f"its content hash is {actual[:16]}, not {expected[:16]} (a file of it changed after submit)"
+    return None
+
+
 def _prepare(workdir, snapshot_id):
     snapshots = os.path.join(workdir, "snapshots")
     os.makedirs(snapshots, mode=0o700, exist_ok=True)

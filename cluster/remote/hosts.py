@@ -145,7 +145,6 @@ def from_settings(name: str, settings: dict[str, Any], where: str) -> Host:
 def resolve(name: str) -> Host:
     """The host ``--host NAME`` means: its profile, else NAME as ``[user@]host[:port]``."""
     where = f"--host {name}"
-    check_word(name, "host", where)
     path = hosts_file()
     profiles = _read_profiles(path)
     if name in profiles:
