@@ -41,17 +41,18 @@ def show_logs(run: Run, out: TextIO, *, err: bool = False, follow: bool = False,
         out.write(f"(no {'stderr' if err else 'stdout'} yet for {run.id}; the job may still be pending)\n")
         return 0
     chunks: list[str] = []
+    positions: dict[Path, int] = {}
     for job_id, path in files:
         chunks.append(f"----- job {job_id}: {path} -----\n")
         with open(path, errors="replace") as handle:
             chunks.extend(handle.readlines())
+            # Where this read ended, not the size later: a line written meanwhile is shown by --follow.
+            positions[path] = handle.tell()
     _emit(chunks if tail is None else deque(chunks, maxlen=tail), out)
     out.flush()
     if not follow:
         return 0
     from cluster.status import rows_for
-
-    positions = {path: path.stat().st_size for _, path in files}
 
     def copy_new_output() -> str:
         for job_id, path in log_files(run, err):

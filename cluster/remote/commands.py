@@ -122,6 +122,8 @@ def submit(args: argparse.Namespace, host: Host, echo: Echo) -> int:
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode(errors="replace").rstrip("\n")
+        if record is not None and line.startswith("  logs: cluster logs "):
+            line = f"  logs: cluster logs {record.id}   (on {host.name}: {record.remote_dir}/logs)"
         echo(line)
         if record is None and line.strip().startswith(("run directory:", "sweep directory:")):
             remote_dir = line.split(":", 1)[1].strip()
@@ -167,6 +169,9 @@ def build_env(args: argparse.Namespace, host: Host, echo: Echo) -> int:
     the snapshot) and the spec's requirements, pip's temp files under a private WORKDIR/tmp."""
     from cluster.spec import load_spec
 
+    if args.on_queue:
+        raise ClusterError(f"cluster env --host {host.name}: --on-queue is not available over ssh yet; build on the "
+                           f"login node (this command without --on-queue)")
     spec = load_spec(args.spec, args.set)
     transport = Transport(host)
     snap, sent = _send_snapshot(Path(args.spec), transport, echo)
@@ -227,16 +232,14 @@ def status(args: argparse.Namespace, host: Host | None, show_rows: Callable[[lis
     from cluster.runs import TERMINAL_STATES
     from cluster.status import Row, discover_runs, rows_for
 
-    remote = [] if args.runs else records.discover(args.runs_dir)
-    if args.runs:
-        remote = [r for r in (records.find(ref, args.runs_dir) for ref in args.runs) if r]
-        if not remote:
-            if host is None:
-                return None
-            raise ClusterError(f"cluster status --host {host.name}: name no runs (it lists the host's own)")
+    if args.runs and host:
+        raise ClusterError(f"cluster status --host {host.name}: name no runs (it lists the host's own)")
+    found = {ref: records.find(ref, args.runs_dir) for ref in args.runs}
+    remote = [r for r in found.values() if r] if args.runs else [] if host else records.discover(args.runs_dir)
     if host is None and not remote:
-        return None
-    local = [] if host or args.runs else discover_runs([], args.runs_dir)
+        return None  # no remote run in sight: the plain local status
+    local_refs = [ref for ref, r in found.items() if r is None]
+    local = discover_runs(local_refs, args.runs_dir) if local_refs or (not args.runs and not host) else []
     groups = {host: None} if host else _by_host(remote)
     transports = {h: Transport(h) for h in groups}
     while True:

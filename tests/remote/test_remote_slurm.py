@@ -147,7 +147,7 @@ def test_second_unchanged_submit_sends_nothing_and_hostile_values_stay_data(remo
     args = ["submit", str(spec.relative_to(laptop)), "--host", HOST, *sets("vars.n=3", f"vars.msg={hostile}")]
     first = laptop_cmd(laptop, *args)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert re.search(r"snapshot \w+: \d+ files, sent [1-9]\d* files", first.stdout), first.stdout
+    assert re.search(r"snapshot \w+: \d+ files( \(dirty\))?, sent [1-9]\d* files", first.stdout), first.stdout
     path, log = counting_wrappers(tmp_path / "wrappers", ["rsync", "ssh"])
     second = laptop_cmd(laptop, *args, env={"PATH": path})
     assert second.returncode == 0, second.stdout + second.stderr
@@ -168,13 +168,19 @@ def test_second_unchanged_submit_sends_nothing_and_hostile_values_stay_data(remo
     assert cancelled.returncode == 0 and cancelled.stdout.count("nothing live to cancel") == 2, cancelled.stdout
 
 
-def test_cancel_a_running_remote_run(remote_venv, sshd_server, laptop):
+def test_cancel_then_resume_a_remote_run_from_the_laptop(remote_venv, sshd_server, laptop):
     proc = laptop_cmd(laptop, "submit", "jobs/smoke.yaml", "--host", HOST, *sets(*LONGER))
-    run_id, job_id, _ = submitted(proc)
-    sh.wait_state(job_id, ["RUNNING"], timeout=120)
+    run_id, job_id, remote_dir = submitted(proc)
+    wait_until(lambda: (remote_dir / "metrics.jsonl").exists(), 180, "the first epoch")
     cancelled = laptop_cmd(laptop, "cancel", run_id)
     assert cancelled.returncode == 0 and f"cancelled job {job_id}" in cancelled.stdout, cancelled.stdout
     wait_until(lambda: status_row(laptop, run_id)["state"] == "cancelled", 60, "status to say cancelled")
+    sh.wait_job(job_id, timeout=120)
+    resumed = laptop_cmd(laptop, "resume", run_id, "--wait", timeout=900)
+    assert resumed.returncode == 0 and "completed" in resumed.stdout, resumed.stdout + resumed.stderr
+    summary = json.loads((remote_dir / "summary.json").read_text())
+    assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", LONGER)
+    assert status_row(laptop, run_id)["state"] == "completed"
 
 
 def test_logs_follow_survives_a_lost_connection_without_a_line_twice_or_lost(remote_venv, sshd_server, laptop):
@@ -193,9 +199,36 @@ def test_logs_follow_survives_a_lost_connection_without_a_line_twice_or_lost(rem
     sshd_server.stop()  # the login node's sshd and every session die
     time.sleep(2)
     sshd_server.start()
-    rest, err = follow.communicate(timeout=240)
-    assert follow.returncode == 0, err
-    shown = "".join(seen) + rest
+    # Read on through the same file object (communicate() would read the pipe beneath it and miss
+    # what this one has buffered already).
+    seen += list(follow.stdout)
+    assert follow.wait(timeout=240) == 0, follow.stderr.read() if follow.stderr else ""
+    shown = "".join(seen)
     ticks = [l for l in shown.splitlines() if l.startswith("tick ")]
     assert ticks == [f"tick {i} plain" for i in range(1, 61)], shown
     assert shown == login_node(sshd_server, "logs", str(remote_dir)).stdout
+
+
+def test_a_snapshot_changed_on_the_login_node_stops_the_job_where_it_starts(remote_venv, sshd_server, laptop):
+    """The hash is checked again where each attempt starts: a file of the snapshot changed after
+    submit (here by root, on the login node) stops the requeued attempt with one line."""
+    spec = laptop / "jobs" / "tamper.yaml"  # a tree of its own: no other test shares this snapshot
+    spec.write_text(TICKER.replace("{n: 60", "{n: 150"))
+    try:
+        proc = laptop_cmd(laptop, "submit", "jobs/tamper.yaml", "--host", HOST)
+    finally:
+        spec.unlink()
+    run_id, job_id, remote_dir = submitted(proc)
+    snap = Path(json.loads((laptop / "runs" / run_id / "remote.json").read_text())["snapshot"]["path"])
+    wait_until(lambda: "tick 3" in laptop_cmd(laptop, "logs", run_id).stdout, 120, "the first attempt to run")
+    victim = snap / "README.md"
+    victim.chmod(0o644)
+    victim.write_text(victim.read_text() + "\nchanged on the login node\n")
+    sh.run(["scontrol", "requeue", job_id])
+    sh.wait_state(job_id, ["PENDING"], timeout=30)
+    sh.make_eligible(job_id)
+    sh.wait_job(job_id, timeout=180)
+    wait_until(lambda: status_row(laptop, run_id)["state"] not in ("pending", "running", "requeued"), 60, "the end")
+    err = laptop_cmd(laptop, "logs", run_id, "--err").stdout
+    assert f"code snapshot {snap}" in err and "changed after submit" in err, err[-2000:]
+    assert status_row(laptop, run_id)["state"] == "failed"
