@@ -46,6 +46,10 @@ class RemoteRun:
 
 def write(runs_dir: Path, run_id: str, data: dict[str, Any]) -> RemoteRun:
     """Create ``runs_dir/<run_id>/remote.json`` (the directory must not hold a run yet)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", run_id):  # it names a local directory
+        raise ClusterError(f"the remote side named its run {run_id!r}, which is not a run id; nothing recorded")
     path = Path(runs_dir) / run_id
     if (path / RECORD).exists() or (path / "run.json").exists():
         raise ClusterError(f"{path}: already holds a run; cannot record remote run {run_id} there")

@@ -191,13 +191,3 @@ class Transport:
         except FileNotFoundError:
             raise RemoteError("no ssh command here: install the OpenSSH client (apt-get install openssh-client)") \
                 from None
-
-    def connect(self) -> None:
-        """Open (or find) the master connection: the one authentication of the session."""
-        self.run_line("true", doing="connect", timeout=CONNECT_TIMEOUT * 6)
-
-    def close(self) -> None:
-        """Stop our master connection (``ssh -O exit``); a user's own master is left alone."""
-        if not self._uses_user_master():
-            subprocess.run(["ssh", *self._options(), *self._mux(), "-O", "exit", "--", self.host.host],
-                           capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
