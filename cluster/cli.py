@@ -314,7 +314,33 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(text))
 
 
+def _remote(args: argparse.Namespace) -> int | None:
+    """The one seam to remote hosts: a command with ``--host``, or on a remote run's local
+    record, runs on the remote login node (:mod:`cluster.remote`); None: run it here."""
+    if getattr(args, "host", None) is None and args.command not in REMOTE_COMMANDS:
+        return None
+    from cluster.remote.commands import dispatch
+
+    def show_rows(rows: list, as_json: bool) -> None:
+        print(json.dumps([r.to_dict() for r in rows], indent=2) if as_json else "\n".join(status_lines(rows)),
+              flush=True)
+
+    return dispatch(args, echo, sys.stdout, show_rows)
+
+
 # ---------------------------------------------------------------- parser
+
+
+REMOTE_COMMANDS = ("submit", "status", "logs", "cancel", "resume", "collect", "env")
+"""The commands that take ``--host`` (logs, cancel, resume and collect also follow a remote run's record)."""
+
+
+def _add_host_options(sub: argparse._SubParsersAction) -> None:
+    for name in REMOTE_COMMANDS:
+        sub.choices[name].add_argument(
+            "--host", default=None, metavar="NAME",
+            help="run it on this login node over ssh: a name from ~/.config/cluster-train/hosts.yaml, "
+                 "a ~/.ssh/config Host, or [user@]host[:port] (see README: From your laptop)")
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -455,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", help="job spec to check against")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--probe", action="store_true", help="submit a one-minute probe job and print its report")
+    _add_host_options(sub)
     return parser
 
 
@@ -464,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        remote = _remote(args)
+        return remote if remote is not None else args.func(args)
     except SpecError as err:
         # already "FILE: dotted.key: what is wrong (what is allowed)"; a key may hold a newline
         print(_one_line(err), file=sys.stderr)

@@ -67,6 +67,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         from cluster.spec import load_spec
         from train.trainer import Trainer  # torch is imported here, on the compute node
 
+        check_snapshot()
         env = submitit.JobEnvironment()
         run = Run(self.run_dir)
         with isolate_task_imports(False):  # the job runs the task: its module is imported here anyway
@@ -155,6 +156,19 @@ def continue_after_checkpoint(run: Run, spec: Any, backend: Any, env: Any, reaso
     sys.exit(0)
 
 
+def check_snapshot() -> None:
+    """A job submitted from a laptop (``cluster submit --host``) runs a code snapshot: its content
+    hash is checked again here, where each attempt starts, so a changed file stops the job
+    before it trains on code that is not what was submitted."""
+    directory, digest = os.environ.get("CLUSTER_SNAPSHOT"), os.environ.get("CLUSTER_SNAPSHOT_SHA256")
+    if directory and digest:
+        from cluster.remote.helper import problem
+
+        why = problem(directory, digest)
+        if why:
+            raise ClusterError(f"code snapshot {directory}: {why}; submit again from the laptop")
+
+
 class CommandFailed(RuntimeError):
     """The command job's program ended with a status other than 0 and 75 (or by a signal)."""
 
@@ -180,6 +194,7 @@ class CommandJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         from cluster.spec import load_spec
 
+        check_snapshot()
         env = submitit.JobEnvironment()
         run = Run(self.run_dir)
         spec = load_spec(run.spec_path)

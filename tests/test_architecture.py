@@ -393,6 +393,27 @@ def test_train_contract_imports_only_the_standard_library():
     _fail("non-standard-library imports in train/contract/", places)
 
 
+# ------------------------------------------------------------------ g. cluster.remote: one seam, nothing heavy
+
+
+def test_remote_hosts_are_reached_through_one_seam_and_import_nothing_heavy():
+    """``cluster/remote/`` (running commands on a login node over ssh) is entered from the CLI's one
+    dispatch (``cluster.cli``) and the job's snapshot check (``cluster.job`` -> ``cluster.remote.helper``);
+    it imports neither torch, numpy nor submitit; ``cluster.remote.helper`` runs on the remote side
+    as ``python3 -c`` before anything is installed there, so it imports the standard library only."""
+    places = []
+    for imp in _imports():
+        inside = _within(imp.importer, "cluster.remote")
+        if inside and imp.target.partition(".")[0] in ("torch", "numpy", "submitit"):
+            places.append(f"{imp.where}: {imp.importer} imports {imp.target}")
+        if imp.importer == "cluster.remote.helper" and imp.target.partition(".")[0] not in sys.stdlib_module_names:
+            places.append(f"{imp.where}: cluster.remote.helper imports {imp.target} (standard library only)")
+        if _within(imp.target, "cluster.remote") and not inside and not (
+                imp.importer == "cluster.cli" or (imp.importer == "cluster.job" and imp.target == "cluster.remote.helper")):
+            places.append(f"{imp.where}: {imp.importer} imports {imp.target} (only cli's dispatch and the job's check)")
+    _fail("imports across the remote seam", places)
+
+
 # ------------------------------------------------------------------ the checker itself
 
 
