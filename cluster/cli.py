@@ -21,6 +21,7 @@ from train.contract import SUMMARY_FILE
 from train.contract.rundir import RunFileError
 
 if TYPE_CHECKING:
+    from cluster.report import Report, Totals
     from cluster.status import Row
 
 EXAMPLES = {
@@ -242,12 +243,12 @@ def _hours(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def report_lines(report) -> list[str]:
+def report_lines(report: Report) -> list[str]:
     """``cluster report`` as text: per run a table of its attempts, its totals and right-sizing
     lines; per sweep its totals."""
     from cluster.units import format_duration, format_memory, format_table
 
-    def total_line(t) -> str:
+    def total_line(t: Totals) -> str:
         useful = f", useful {t.useful_share:.0%} of {t.unit}-hours" if t.useful_share is not None else ""
         redone = f" ({t.steps_redone} redone)" if t.steps_redone is not None else ""
         return (f"{t.attempts} attempt{'s' if t.attempts != 1 else ''}, elapsed {format_duration(t.elapsed_seconds)}, "
@@ -272,8 +273,8 @@ def report_lines(report) -> list[str]:
         hold = f"; checkpoints held the loop {run.checkpoint_seconds:.1f} s" if run.checkpoint_seconds is not None else ""
         lines.append(f"  total: {total_line(run.totals)}{hold}")
         if run.source == "run records" and run.attempts:
-            lines.append("  (no scheduler accounting answered: times and allocation from the run's own records, "
-                         "allocation = the spec's request)")
+            lines.append("  (no scheduler accounting for this run: times from the run's own records, "
+                         "allocation = the spec's request, nothing measured)")
         lines += [f"  right-sizing: {advice}" for advice in run.advice]
     for path, totals in report.sweeps.items():
         tasks = sum(1 for r in report.runs if r.sweep == path)

@@ -58,10 +58,12 @@ class AttemptRow:
     the accounting knows but that never recorded an attempt (it died before its program started)."""
     job_id: str
     ended_by: str
-    """How it ended: completed, walltime (the early warning; the run went on), requeued (a
-    requeue or preemption: SIGTERM), node-failure, chain-link (a new job continued it),
-    resumed (stopped; ``cluster resume`` went on), failed, cancelled, timeout, running,
-    waiting, or the scheduler's own word."""
+    """How it ended: completed, walltime (the early warning; the job requeued itself), requeued
+    (a requeue or preemption: SIGTERM), node-failure, chain-link (a new job continued it; with
+    "walltime, " before it on the walltime warning), resumed (stopped or died; ``cluster
+    resume`` went on), failed, cancelled, timeout, out-of-memory, running, waiting (the last
+    attempt of a run waiting to start again), or the scheduler's own word for an incarnation
+    that recorded no attempt."""
     submitted: str | None = None
     started: str | None = None
     ended: str | None = None
@@ -256,15 +258,14 @@ def _ended_by(record: dict[str, Any], state: str, attempt: dict[str, Any], follo
             return "waiting"
         return {"node-fail": "node-failure"}.get(state, state)
     reason = (stop or {}).get("reason")
-    if reason in WALLTIME_REASONS:
-        return "walltime"
-    if following.get("job_id") == attempt.get("job_id"):
-        return "requeued"
+    if following.get("job_id") == attempt.get("job_id"):  # the same job again: Slurm requeued it
+        return "walltime" if reason in WALLTIME_REASONS else "requeued"
     jobs = {j.get("job_id"): j for j in record.get("jobs") or [] if isinstance(j, dict)}
-    how = (jobs.get(following.get("job_id")) or {}).get("reason")
-    if reason == "SIGTERM" and how != "resume":
-        return "requeued"
-    return "resumed" if how == "resume" else "chain-link"
+    if (jobs.get(following.get("job_id")) or {}).get("reason") == "resume":
+        return "resumed"  # stopped (or died), and `cluster resume` went on
+    # A new job continued it: a dependency-chain link or a PBS continuation, on the walltime
+    # warning or after a requeue the site refused.
+    return "walltime, chain-link" if reason in WALLTIME_REASONS else "chain-link"
 
 
 # ---------------------------------------------------------------- one run

@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from cluster.report import AttemptRow, RunReport
+from cluster.runs import Run
 from train.contract import write_atomic
 
 COLOURS = {"queued": "#c9c9c9", "setup": "#f2c14e", "training": "#3a7d44", "redone": "#d1495b"}
@@ -95,7 +96,7 @@ def plot_timeline(reports: list[RunReport], path: Path, title: str) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def write_timelines(runs: list, dests: list[Path], root: Path) -> list[Path]:
+def write_timelines(runs: list[Run], dests: list[Path], root: Path) -> list[Path]:
     """``timeline.png`` of each run in its ``dests`` folder, and of all of them in ``root`` when
     there are several (a sweep): one accounting query for all. The paths written."""
     from cluster.report import build_report

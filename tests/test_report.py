@@ -161,3 +161,26 @@ def test_report_and_doctor_import_no_torch_numpy_or_matplotlib(recorded_run: Run
         assert [m for m in probe["heavy"] if argv[0] == "report" or m != "submitit"] == [], (argv, probe)
         if argv[0] == "report":
             assert probe["code"] == 0 and "requeued" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_how_each_attempt_ended_from_the_runs_records(tmp_path: Path) -> None:
+    """Requeue on the walltime warning, a chain link, a resume by hand, and a failure, from
+    run.json and attempts.jsonl alone."""
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+    start = "2026-12-06T10:00:0{}+00:00"
+    record = {"name": "x", "scheduler": "local", "state": "failed", "ended": "2026-12-06T10:00:09+00:00",
+              "jobs": [{"job_id": "1", "reason": "submit"}, {"job_id": "2", "reason": "continue"},
+                       {"job_id": "3", "reason": "resume"}],
+              "attempts": [{"job_id": "1", "started": start.format(0), "resumed_from_step": None},
+                           {"job_id": "1", "started": start.format(2), "resumed_from_step": 10},
+                           {"job_id": "2", "started": start.format(4), "resumed_from_step": 20},
+                           {"job_id": "3", "started": start.format(6), "resumed_from_step": 25}]}
+    events = [{"attempt": 1, "event": "stop", "global_step": 10, "reason": "SIGUSR2"},
+              {"attempt": 2, "event": "stop", "global_step": 20, "reason": "deadline"},
+              {"attempt": 3, "event": "stop", "global_step": 30, "reason": "SIGTERM"}]
+    (run.path / "attempts.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    report = run_report(run, record, "failed", None, "run records")
+    assert [a.ended_by for a in report.attempts] == ["walltime", "walltime, chain-link", "resumed", "failed"]
+    # Attempt 3 stopped at 30 but the resume found only the checkpoint of step 25.
+    assert [a.steps_redone for a in report.attempts[:3]] == [0, 0, 5]

@@ -168,7 +168,7 @@ def test_report_without_accounting_comes_from_the_runs_own_records(scenario: Run
     assert all(a["peak_rss_mb"] is None for a in attempts)  # nothing measured...
     assert report["advice"] == []  # ...so nothing suggested
     text = cluster_cmd("report", str(scenario.path), cwd=tmp_path)
-    assert "source: run records" in text.stdout and "from the run's own records" in text.stdout, text.stdout
+    assert "source: run records" in text.stdout and "times from the run's own records" in text.stdout, text.stdout
 
 
 def test_a_report_over_a_100_run_sweep_makes_one_sacct_call(tmp_path: Path) -> None:
