@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cluster.errors import ClusterError
-from train.contract import LOGS_DIR, RUN_JSON, SCRIPT_FILE, SPEC_FILE, SWEEP_JSON, write_atomic
+from train.contract import LOGS_DIR, RUN_JSON, SCRIPT_FILE, SPEC_FILE, write_atomic
 from train.contract import rundir
 from train.contract.rundir import RunFileError
 
@@ -42,8 +42,10 @@ SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\[\],-]{0,99}", re.ASCII)
 """What any backend's job id must look like (full match, no ``..``) on top of its own
 ``job_id_pattern``: nothing that leaves a folder as a path or reads as an option."""
 
-MAX_NAME = 500
-"""The longest name or other text field of run.json we accept (a run's name is at most 100)."""
+MAX_NAME = 4096
+"""The longest name or other short text field of run.json we accept (a run's name is at most
+100 characters); ``error`` may hold up to :data:`MAX_ERROR`."""
+MAX_ERROR = 2**20
 
 
 def valid_job_id(value: Any, kind: str | None = None) -> bool:
@@ -74,8 +76,10 @@ def check_record(record: Any, run_path: Path) -> dict[str, Any]:
     for key in ("scheduler", "name", "state", "run_id", "kind", "pbs_flavor", "created", "updated", "ended",
                 "error", "spec"):
         value = record.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > (4000 if key == "error" else MAX_NAME)):
-            raise bad(key, f"must be a text of at most {MAX_NAME} characters (is {rundir.json_kind(value)})")
+        limit = MAX_ERROR if key == "error" else MAX_NAME
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise bad(key, f"must be a text of at most {limit} characters (is {rundir.json_kind(value)}"
+                           + (f" of {len(value)} characters)" if isinstance(value, str) else ")"))
     for key in ("requeues", "max_requeues", "walltime_seconds", "epochs"):
         value = record.get(key)
         if (value is not None or key in ("requeues", "max_requeues") and key in record) \
@@ -97,25 +101,21 @@ def check_record(record: Any, run_path: Path) -> dict[str, Any]:
     if command is not None and not (isinstance(command, list) and all(isinstance(a, str) for a in command)):
         raise bad("command", "must be a list of texts")
     logs = record.get("logs_dir")
-    if logs is not None and not _is_sweep_logs(logs, run_path):
+    if logs is not None and not (_is_sweep_logs(logs, run_path) and isinstance(record.get("sweep"), dict)):
         raise bad("logs_dir", f"{str(logs)[:200]!r} is not the logs/ folder of the sweep this run belongs to "
                               "(logs are read only from the run's own layout)")
     return record
 
 
 def _is_sweep_logs(value: Any, run_path: Path) -> bool:
-    """``value`` names the logs/ folder of the sweep directory that holds this run (its parent,
-    with sweep.json): the only other folder a run's logs may be in."""
+    """``value`` names the logs/ folder of the sweep directory that holds this run (its parent):
+    the only other folder a run's logs may be in. Only its shape is checked (the sweep's
+    sweep.json is written after its tasks are submitted, and a sweep may have been moved): the
+    folder read is always the run's parent's logs/, never the path run.json names."""
     if not isinstance(value, str) or len(value) > 4096:
         return False
     path = Path(value)
-    if path.name != LOGS_DIR or path.parent.name != run_path.parent.name or ".." in path.parts:
-        return False
-    try:
-        rundir.read_bytes(run_path.parent, SWEEP_JSON, rundir.MAX_JSON_BYTES)
-    except (OSError, RunFileError):
-        return False
-    return True
+    return path.name == LOGS_DIR and path.parent.name == run_path.parent.name and ".." not in path.parts
 
 
 def printable(value: Any) -> str:

@@ -88,7 +88,7 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
 def _copy_script(job: submitit.Job, run: Run) -> None:
     source = Path(job.paths.submission_file)
     if source.exists():  # replaces a submitted.sh link, never writes through it
-        write_atomic(run.script_path, source.read_bytes())
+        write_atomic(run.script_path, rundir.read_bytes(source.parent, source.name, rundir.MAX_TEXT_BYTES * 16))
 
 
 def submit(spec: JobSpec, executor: str | None = None) -> tuple[Run, str]:

@@ -414,6 +414,32 @@ def test_remote_hosts_are_reached_through_one_seam_and_import_nothing_heavy():
     _fail("imports across the remote seam", places)
 
 
+# ------------------------------------------------------------------ h. run directories: one reading layer
+
+RUN_DIR_READERS = ("cluster.status", "cluster.logs", "cluster.diagnose", "cluster.runs", "cluster.submit",
+                   "train.runfiles", "train.checkpoint")
+"""Modules that read run-directory files: only through :mod:`train.contract.rundir` (no links
+followed, FIFOs never waited on, sizes capped), never with a plain ``open``."""
+PLAIN_READS = frozenset({"open", "read_text", "read_bytes", "glob", "rglob", "copyfile", "copy2", "load"})
+
+
+def test_run_directory_files_are_read_through_the_one_layer():
+    """No ``open(...)``, ``Path.read_text/read_bytes``, ``glob``, ``shutil.copy*`` or ``json.load``
+    in the modules that read run directories (``os.open`` with ``dir_fd`` lives in the layer)."""
+    places = []
+    for module in RUN_DIR_READERS:
+        for node in ast.walk(_tree(module)):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            if name in PLAIN_READS and owner not in ("os", "rundir", "torch", "yaml", "self") \
+                    and not (name == "load" and owner != "json"):
+                places.append(f"{_rel(module)}:{node.lineno}: {owner + '.' if owner else ''}{name}(...)")
+    _fail("run-directory files read around train.contract.rundir", places)
+
+
 # ------------------------------------------------------------------ the checker itself
 
 

@@ -216,9 +216,12 @@ def remove_orphans(run_dir: str | Path) -> None:
         directory = runfiles.rundir.check_dir(run_dir, runfiles.CHECKPOINT_DIR)  # a link: RunFileError
     except FileNotFoundError:
         return
-    for path in directory.glob("ckpt-*.pt"):
-        if runfiles.CHECKPOINT_FILE.fullmatch(path.name) and not os.path.lexists(path.with_suffix(".json")):
-            path.unlink(missing_ok=True)
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries if runfiles.CHECKPOINT_FILE.fullmatch(e.name)]
+    for name in names:
+        path = directory / name
+        if not os.path.lexists(path.with_suffix(".json")):
+            path.unlink(missing_ok=True)  # removes the entry itself, never what a link names
 
 
 def _set_aside(info: dict) -> None:

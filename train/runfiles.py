@@ -73,24 +73,14 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{secrets.token_hex(6)}")
     try:
-        os.link(src, tmp)
+        os.link(src, tmp, follow_symlinks=False)
     except OSError:
-        write_atomic(tmp, src.read_bytes())
+        write_atomic(tmp, rundir.read_bytes(src.parent, src.name, 2**40))
     try:
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)  # still there only if dst already was this file
     fsync_dir(dst.parent)
-
-
-def file_crc32(path: str | Path) -> int:
-    """CRC-32 of a file's bytes (torch.load does not check the CRCs inside its own files,
-    so the sidecar carries one for the whole file)."""
-    crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            crc = zlib.crc32(block, crc)
-    return crc
 
 
 # --- the trainer lock ---------------------------------------------------------------------
@@ -200,7 +190,9 @@ def sidecars(run_dir: str | Path) -> list[dict]:
 
 
 def verify(info: dict) -> str | None:
-    """Why this checkpoint is unusable (missing, a link, truncated, altered), or None if intact."""
+    """Why this checkpoint is unusable (missing, a link, truncated, altered), or None if intact.
+
+    The CRC-32 is of the whole file: torch.load does not check the CRCs inside its own files."""
     path = Path(info["path"])
     try:
         fd = rundir.open_fd(path.parent, path.name)  # a ckpt-*.pt link is not this run's checkpoint
