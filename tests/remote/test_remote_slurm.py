@@ -232,3 +232,30 @@ def test_a_snapshot_changed_on_the_login_node_stops_the_job_where_it_starts(remo
     err = laptop_cmd(laptop, "logs", run_id, "--err").stdout
     assert f"code snapshot {snap}" in err and "changed after submit" in err, err[-2000:]
     assert status_row(laptop, run_id)["state"] == "failed"
+
+
+def test_a_master_connection_the_user_opened_is_used_and_no_new_login_made(remote_venv, sshd_server, laptop,
+                                                                            tmp_path):
+    """A site with two-factor login: the user opened a master with their own ssh config (ControlPath);
+    cluster finds it with ssh -O check and rides on it instead of authenticating again."""
+    import tempfile
+
+    sockets = Path(tempfile.mkdtemp(prefix="ctu-", dir="/tmp"))
+    config = tmp_path / "user_ssh_config"
+    config.write_text(sshd_server.config.read_text() + f"  ControlPath {sockets}/%C\n")
+    hosts = tmp_path / "hosts.yaml"
+    entry = yaml.safe_load(Path(os.environ["CLUSTER_HOSTS"]).read_text())[HOST]
+    hosts.write_text(yaml.safe_dump({HOST: {**entry, "ssh_config": str(config)}}))
+    ours = Path(tempfile.mkdtemp(prefix="ctc-", dir="/tmp"))
+    env = {"CLUSTER_HOSTS": str(hosts), "CLUSTER_SSH_CONTROL_DIR": str(ours)}
+    subprocess.run(["ssh", "-F", str(config), "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-fN", HOST],
+                   check=True, timeout=60)
+    try:
+        before = sshd_server.authentications()
+        for _ in range(3):
+            proc = laptop_cmd(laptop, "status", "--host", HOST, env=env)
+            assert proc.returncode == 0, proc.stderr
+        assert sshd_server.authentications() == before
+        assert not list(ours.iterdir())  # no master of ours was opened
+    finally:
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", HOST], capture_output=True, timeout=30)
