@@ -84,6 +84,7 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert re.fullmatch(r"[0-9a-f]{64}", record["snapshot"]["hash"])
     assert re.fullmatch(r"[0-9a-f]{40}", record["git"]["commit"]) and isinstance(record["git"]["dirty"], bool)
     assert not (laptop / "runs" / run_id / "run.json").exists()  # never mistaken for a local run
+    assert (server.home / "cluster-train").stat().st_mode & 0o777 == 0o700
 
     # status: five refreshes, the login node's own answer in the laptop's table
     ours = login_node(server, "status", "--json", str(remote_dir))
@@ -102,6 +103,8 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout == login_node(server, "logs", str(remote_dir)).stdout
     assert "done: 3 epochs" in follow.stdout
+    tail = laptop_cmd(laptop, "logs", run_id, "--follow", "--tail", "3", timeout=120)
+    assert tail.returncode == 0 and tail.stdout.splitlines() == follow.stdout.splitlines()[-3:], tail.stdout
 
     collected = laptop_cmd(laptop, "collect", run_id, "--to", str(tmp_path / "results"))
     assert collected.returncode == 0, collected.stderr
@@ -110,7 +113,7 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert (tmp_path / "results" / run_id / "checkpoints" / "final.pt").is_file()
     assert f"from {HOST} into" in collected.stdout
 
-    # one authentication for the submit, five status, one status table, logs --follow and collect
+    # one authentication for the submit, five status, one status table, two logs --follow and collect
     assert server.authentications() - before == 1, server.log.read_text()[-2000:]
 
 
