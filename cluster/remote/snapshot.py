@@ -222,15 +222,14 @@ def _rsync(snap: Snapshot, transport: Transport, incoming: str, link_dests: list
     manifest_dir = Path(_private_tmp()) / "manifest"
     manifest_dir.mkdir()
     (manifest_dir / helper.MANIFEST).write_bytes(snap.manifest())
-    base = ["rsync", "-rlt", "--chmod=Fa-w", "--protect-args", "--stats", "-e", transport.rsync_shell(),
-            *[f"--link-dest={d}" for d in link_dests]]
+    base = ["rsync", "-rlt", "--chmod=Fa-w", "--protect-args", "--stats", "-e", transport.rsync_shell()]
     target = f"{transport.host.host}:{incoming}/"
     listing = "\n".join(snap.files).encode() + b"\n"
-    proc = subprocess.run([*base, "--files-from=-", f"{snap.root}/", target], input=listing, capture_output=True,
-                          timeout=3600)
-    if proc.returncode == 0:
-        proc2 = subprocess.run([*base[:-len(link_dests) or None], f"{manifest_dir}/{helper.MANIFEST}", target],
-                               capture_output=True, timeout=600)
+    # Unchanged files are hard-linked from the newest snapshots (read-only like these, so rsync links them).
+    proc = subprocess.run([*base, *[f"--link-dest={d}" for d in link_dests], "--files-from=-", f"{snap.root}/",
+                           target], input=listing, capture_output=True, timeout=3600)
+    if proc.returncode == 0:  # the manifest last: the helper re-hashes what it lists
+        proc2 = subprocess.run([*base, f"{manifest_dir}/{helper.MANIFEST}", target], capture_output=True, timeout=600)
         proc = proc2 if proc2.returncode != 0 else proc
     if proc.returncode != 0:
         raise _copy_failure(transport, proc.returncode, proc.stderr.decode(errors="replace"))

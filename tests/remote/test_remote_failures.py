@@ -6,6 +6,7 @@ Against the real test sshd; none of these needs Slurm or the remote venv, except
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -172,3 +173,28 @@ def test_bad_spec_is_refused_before_connecting(laptop, sshd_server, tmp_path):
     proc = run(laptop, "submit", "jobs/smoke.yaml", "--host", HOST, "--set", "resources.mem=lots")
     assert proc.returncode == 2 and "resources.mem" in proc.stderr, proc.stderr
     assert sshd_server.authentications() == before
+
+
+def test_without_rsync_the_snapshot_goes_as_one_tar_stream(laptop, sshd_server, tmp_path):
+    """No rsync on the laptop's PATH: tar over the same connection; the snapshot arrives whole
+    (re-hashed by the helper) and read-only."""
+    from cluster.remote import helper
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ssh", "git"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (laptop / "tar-only.txt").write_text("sent by tar\n")
+    env = {**hosts_with(tmp_path, sshd_server, venv="no-such-venv"), "PATH": str(bin_dir)}
+    try:
+        proc = run(laptop, "submit", "jobs/smoke.yaml", "--host", HOST, env=env)
+    finally:
+        (laptop / "tar-only.txt").unlink()
+    assert_one_line(proc, HOST, "a command is missing there")  # the venv is missing: the submit stops there
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("snapshot "))
+    assert ", sent " in line, line
+    snap = Path(line.rsplit(":", 1)[1].rstrip(")"))
+    digest = json.loads((snap / helper.MANIFEST).read_text())["hash"]
+    assert helper.problem(str(snap), digest) is None
+    assert (snap / "tar-only.txt").read_text() == "sent by tar\n"
+    assert not (snap / "tar-only.txt").stat().st_mode & 0o222

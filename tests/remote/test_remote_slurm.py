@@ -84,6 +84,7 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert re.fullmatch(r"[0-9a-f]{64}", record["snapshot"]["hash"])
     assert re.fullmatch(r"[0-9a-f]{40}", record["git"]["commit"]) and isinstance(record["git"]["dirty"], bool)
     assert not (laptop / "runs" / run_id / "run.json").exists()  # never mistaken for a local run
+    assert (server.home / "cluster-train").stat().st_mode & 0o777 == 0o700
 
     # status: five refreshes, the login node's own answer in the laptop's table
     ours = login_node(server, "status", "--json", str(remote_dir))
@@ -102,6 +103,8 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout == login_node(server, "logs", str(remote_dir)).stdout
     assert "done: 3 epochs" in follow.stdout
+    tail = laptop_cmd(laptop, "logs", run_id, "--follow", "--tail", "3", timeout=120)
+    assert tail.returncode == 0 and tail.stdout.splitlines() == follow.stdout.splitlines()[-3:], tail.stdout
 
     collected = laptop_cmd(laptop, "collect", run_id, "--to", str(tmp_path / "results"))
     assert collected.returncode == 0, collected.stderr
@@ -110,7 +113,7 @@ def test_submit_wait_then_status_logs_collect_authenticate_once(remote_venv, fre
     assert (tmp_path / "results" / run_id / "checkpoints" / "final.pt").is_file()
     assert f"from {HOST} into" in collected.stdout
 
-    # one authentication for the submit, five status, one status table, logs --follow and collect
+    # one authentication for the submit, five status, one status table, two logs --follow and collect
     assert server.authentications() - before == 1, server.log.read_text()[-2000:]
 
 
@@ -232,3 +235,30 @@ def test_a_snapshot_changed_on_the_login_node_stops_the_job_where_it_starts(remo
     err = laptop_cmd(laptop, "logs", run_id, "--err").stdout
     assert f"code snapshot {snap}" in err and "changed after submit" in err, err[-2000:]
     assert status_row(laptop, run_id)["state"] == "failed"
+
+
+def test_a_master_connection_the_user_opened_is_used_and_no_new_login_made(remote_venv, sshd_server, laptop,
+                                                                            tmp_path):
+    """A site with two-factor login: the user opened a master with their own ssh config (ControlPath);
+    cluster finds it with ssh -O check and rides on it instead of authenticating again."""
+    import tempfile
+
+    sockets = Path(tempfile.mkdtemp(prefix="ctu-", dir="/tmp"))
+    config = tmp_path / "user_ssh_config"
+    config.write_text(sshd_server.config.read_text() + f"  ControlPath {sockets}/%C\n")
+    hosts = tmp_path / "hosts.yaml"
+    entry = yaml.safe_load(Path(os.environ["CLUSTER_HOSTS"]).read_text())[HOST]
+    hosts.write_text(yaml.safe_dump({HOST: {**entry, "ssh_config": str(config)}}))
+    ours = Path(tempfile.mkdtemp(prefix="ctc-", dir="/tmp"))
+    env = {"CLUSTER_HOSTS": str(hosts), "CLUSTER_SSH_CONTROL_DIR": str(ours)}
+    subprocess.run(["ssh", "-F", str(config), "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-fN", HOST],
+                   check=True, timeout=60)
+    try:
+        before = sshd_server.authentications()
+        for _ in range(3):
+            proc = laptop_cmd(laptop, "status", "--host", HOST, env=env)
+            assert proc.returncode == 0, proc.stderr
+        assert sshd_server.authentications() == before
+        assert not list(ours.iterdir())  # no master of ours was opened
+    finally:
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", HOST], capture_output=True, timeout=30)
