@@ -27,6 +27,9 @@ from cluster.runs import Run
 from support import slurm as sh
 from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, wait_until
 
+# One worker under pytest -n (--dist loadgroup): the module fixture `ignoring_run` submits a job once.
+pytestmark = pytest.mark.xdist_group("command-jobs")
+
 CONTRACT = str(REPO / "examples/contract_train.py")
 STEPS = 120
 PACED = [sys.executable, CONTRACT, "--steps", "{steps}", "--lr", "{lr}", "--step-sleep", "0.25", "--margin", "45"]

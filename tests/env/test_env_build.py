@@ -25,6 +25,9 @@ from support import slurm as sh
 from support.runs import REPO, cluster_cmd
 from cluster.runs import Run
 
+# One worker under pytest -n (--dist loadgroup): the module fixture `built` creates a venv once.
+pytestmark = pytest.mark.xdist_group("env-build")
+
 SMOKE = REPO / "jobs/smoke.yaml"
 PREFIX_FILE = "python-prefix.txt"
 # One line of a .pth file runs at every start of the venv's Python: it appends sys.prefix to the

@@ -30,6 +30,9 @@ import yaml
 from train import runfiles
 from train.testhooks import PAUSE_ENV, PHASES
 
+# One worker under pytest -n (--dist loadgroup): the module fixture `reference` trains the uninterrupted run once.
+pytestmark = pytest.mark.xdist_group("stop-anywhere")
+
 REPO = Path(__file__).resolve().parents[2]
 
 # 4,800 training samples in batches of 32: 150 steps per epoch, 600 in all, a checkpoint
