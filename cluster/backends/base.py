@@ -151,6 +151,11 @@ class Backend:
         """What the scheduler says about each job, in as few commands as possible."""
         raise NotImplementedError
 
+    def max_array_size(self) -> int | None:
+        """The most tasks one array job may have here (a sweep beyond it is split into several
+        arrays); None when the scheduler states no limit."""
+        return None
+
     def cancel(self, job_id: str, run: Run) -> None:
         raise NotImplementedError
 
