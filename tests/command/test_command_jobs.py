@@ -149,6 +149,7 @@ def test_torque_qsub_continues_in_new_jobs(tmp_path: Path) -> None:
         "logs", str(run.path), cwd=tmp_path, timeout=60).stdout
 
 
+@pytest.mark.slow  # a paced program over several attempts
 def test_local_executor_restarts_on_usr2(tmp_path: Path) -> None:
     # The local executor warns 48 s before its 1-minute timeout: USR2 12 s into each attempt,
     # forwarded to the program, which checkpoints and exits 75 (its own margin is off).

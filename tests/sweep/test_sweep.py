@@ -62,6 +62,7 @@ def test_sweep_is_one_sbatch_call_and_every_task_completes(tmp_path: Path) -> No
     assert len({r["job_id"] for r in rows}) == 4 and all("_" in r["job_id"] for r in rows)
 
 
+@pytest.mark.slow  # four tasks train in turn
 def test_sweep_on_the_local_executor(tmp_path: Path) -> None:
     proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "local", *SWEEP, "--wait"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

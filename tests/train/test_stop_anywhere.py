@@ -30,8 +30,9 @@ import yaml
 from train import runfiles
 from train.testhooks import PAUSE_ENV, PHASES
 
-# One worker under pytest -n (--dist loadgroup): the module fixture `reference` trains the uninterrupted run once.
-pytestmark = pytest.mark.xdist_group("stop-anywhere")
+# No xdist_group: each test starts dozens of trainers, so the tests spread over the workers
+# (each worker trains the module's `reference` once) rather than queue on one.
+pytestmark = pytest.mark.slow  # stops many trainings
 
 REPO = Path(__file__).resolve().parents[2]
 
