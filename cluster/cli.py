@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
-from cluster import backends
 from cluster.errors import ClusterError, SpecError
 from train.contract import SUMMARY_FILE
 from train.contract.rundir import RunFileError
@@ -336,12 +335,11 @@ REMOTE_COMMANDS = ("submit", "status", "logs", "cancel", "resume", "collect", "e
 """The commands that take ``--host`` (logs, cancel, resume and collect also follow a remote run's record)."""
 
 
-def _add_host_options(sub: argparse._SubParsersAction) -> None:
-    for name in REMOTE_COMMANDS:
-        sub.choices[name].add_argument(
-            "--host", default=None, metavar="NAME",
-            help="run it on this login node over ssh: a name from ~/.config/cluster-train/hosts.yaml, "
-                 "a ~/.ssh/config Host, or [user@]host[:port] (see README: From your laptop)")
+def _add_host_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host", default=None, metavar="NAME",
+        help="run it on this login node over ssh: a name from ~/.config/cluster-train/hosts.yaml, "
+             "a ~/.ssh/config Host, or [user@]host[:port] (see README: From your laptop)")
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -403,7 +401,100 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# ---------------------------------------------------------------- one builder per command
+# Each adds its command's arguments to ``p``; COMMANDS below lists them. A new option is a line
+# in its builder; a new command is a builder, a cmd_ function and a line in COMMANDS.
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    _add_spec_args(p)
+
+
+def _render_args(p: argparse.ArgumentParser) -> None:
+    from cluster import backends  # here, not at the top: the commands without --scheduler never load it
+
+    _add_spec_args(p)
+    p.add_argument("--scheduler", choices=backends.script_names(), default=None,
+                   help="default: the spec's scheduler.kind (pbs uses scheduler.pbs_flavor; auto/local: slurm)")
+    p.add_argument("-o", "--output", help="write the script to this file instead of stdout")
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    from cluster import backends
+
+    _add_spec_args(p)
+    p.add_argument("--executor", choices=["auto", *backends.kinds()], default=None,
+                   help="default: the spec's scheduler.kind")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="sweep a key over values as one array job (repeatable: a grid)")
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit 1 if it failed")
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
+    p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
+    p.add_argument("--interval", type=_seconds, default=10.0, help="seconds between --watch refreshes")
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory (or run id under ./runs)")
+    p.add_argument("--err", action="store_true", help="stderr instead of stdout")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing as the log grows")
+    p.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines (0: none)")
+
+
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run or sweep directories")
+    p.add_argument("--to", default="results", help="destination folder (default: results)")
+    p.add_argument("--metric", default="val_auc", help="metric that sorts the comparison table")
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory (or run id under ./runs)")
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
+    p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _cancel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run or sweep directories")
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="job spec to check against")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--probe", action="store_true", help="submit a one-minute probe job and print its report")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
+    "check": ("validate a job spec and print it fully resolved (YAML)", cmd_check, _check_args),
+    "render": ("print or write the batch script for a scheduler", cmd_render, _render_args),
+    "submit": ("submit a job (Slurm, PBS or the local executor) and print its run and job id", cmd_submit,
+               _submit_args),
+    "status": ("one row per run: state, job id, epoch, metric, requeues", cmd_status, _status_args),
+    "report": ("per run and attempt: CPU/GPU-hours, steps redone, peak memory; right-sizing", cmd_report,
+               _report_args),
+    "logs": ("print a run's stdout (or stderr) across all its attempts", cmd_logs, _logs_args),
+    "collect": ("copy checkpoints, metrics, logs and a curves plot of runs into one place", cmd_collect,
+                _collect_args),
+    "resume": ("continue a run that died from its last valid checkpoint, as a new job", cmd_resume, _resume_args),
+    "cancel": ("cancel a run's live job", cmd_cancel, _cancel_args),
+    "env": ("create or update environment.venv: pip install this project and environment.requirements, "
+            "with TMPDIR and pip's cache under environment.tmpdir", cmd_env, _add_env_args),
+    "doctor": ("check the login node (scheduler, accounting, runs dir, compute Python)", cmd_doctor, _doctor_args),
+}
+"""Every sub-command, in help order: name -> (help, function, builder of its arguments)."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``cluster`` parser. With ``command`` (a known sub-command) only that sub-command's
+    parser is built: each command pays for its own arguments, not for every command's."""
     parser = _Parser(
         prog="cluster",
         description="Describe a PyTorch training job once in YAML; render, submit, watch and collect it "
@@ -414,82 +505,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    for name in [command] if command in COMMANDS else COMMANDS:
+        help_text, func, add_arguments = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog=f"example:\n  {EXAMPLES[name]}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
-        return p
-
-    p = add("check", "validate a job spec and print it fully resolved (YAML)", cmd_check)
-    _add_spec_args(p)
-
-    p = add("render", "print or write the batch script for a scheduler", cmd_render)
-    _add_spec_args(p)
-    p.add_argument("--scheduler", choices=backends.script_names(), default=None,
-                   help="default: the spec's scheduler.kind (pbs uses scheduler.pbs_flavor; auto/local: slurm)")
-    p.add_argument("-o", "--output", help="write the script to this file instead of stdout")
-
-    p = add("submit", "submit a job (Slurm, PBS or the local executor) and print its run and job id",
-            cmd_submit)
-    _add_spec_args(p)
-    p.add_argument("--executor", choices=["auto", *backends.kinds()], default=None,
-                   help="default: the spec's scheduler.kind")
-    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                   help="sweep a key over values as one array job (repeatable: a grid)")
-    p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit 1 if it failed")
-
-    p = add("status", "one row per run: state, job id, epoch, metric, requeues",
-            cmd_status)
-    p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
-    p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
-    p.add_argument("--interval", type=_seconds, default=10.0, help="seconds between --watch refreshes")
-
-    p = add("report", "per run and attempt: CPU/GPU-hours, steps redone, peak memory; right-sizing", cmd_report)
-    p.add_argument("runs", nargs="*", help="run or sweep directories (default: all under ./runs)")
-    p.add_argument("--runs-dir", default="runs", help="where to look for runs (default: runs)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    p = add("logs", "print a run's stdout (or stderr) across all its attempts",
-            cmd_logs)
-    p.add_argument("run", help="run directory (or run id under ./runs)")
-    p.add_argument("--err", action="store_true", help="stderr instead of stdout")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing as the log grows")
-    p.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines (0: none)")
-
-    p = add("collect", "copy checkpoints, metrics, logs and a curves plot of runs into one place",
-            cmd_collect)
-    p.add_argument("runs", nargs="+", help="run or sweep directories")
-    p.add_argument("--to", default="results", help="destination folder (default: results)")
-    p.add_argument("--metric", default="val_auc", help="metric that sorts the comparison table")
-
-    p = add("resume", "continue a run that died from its last valid checkpoint, as a new job",
-            cmd_resume)
-    p.add_argument("run", help="run directory (or run id under ./runs)")
-    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
-
-    p = add("cancel", "cancel a run's live job", cmd_cancel)
-    p.add_argument("runs", nargs="+", help="run or sweep directories")
-
-    _add_env_args(add("env", "create or update environment.venv: pip install this project and "
-                      "environment.requirements, with TMPDIR and pip's cache under environment.tmpdir", cmd_env))
-
-    p = add("doctor", "check the login node (scheduler, accounting, runs dir, compute Python)",
-            cmd_doctor)
-    p.add_argument("spec", nargs="?", help="job spec to check against")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--probe", action="store_true", help="submit a one-minute probe job and print its report")
-    _add_host_options(sub)
+        add_arguments(p)
+        if name in REMOTE_COMMANDS:
+            _add_host_option(p)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (the top level
+    has no option that takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # The library reports warnings through logging ("cluster"); they are one line on stderr.
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     try:
         remote = _remote(args)

@@ -63,10 +63,13 @@ def scheduler_refusals(what: str = "job") -> Iterator[None]:
 
 
 def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
-                extra: dict[str, Any] | None = None) -> Run:
-    """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys)."""
+                extra: dict[str, Any] | None = None, *, durable: bool = True) -> Run:
+    """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys).
+
+    ``durable=False``: no fsync (a sweep makes all its tasks durable at once, see
+    :func:`cluster.runs.make_durable`)."""
     run = Run(run_dir or new_run_dir(spec.runs_dir_path(), spec.name))
-    write_atomic(run.spec_path, spec.to_yaml())
+    write_atomic(run.spec_path, spec.to_yaml(), durable=durable)
     (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
     run.logs_dir.mkdir(exist_ok=True)
 
@@ -81,7 +84,7 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
             record.update(kind="command", command=spec.argv())
         record.update(extra or {})
 
-    run.update(init)
+    run.update(init, durable=durable)
     return run
 
 

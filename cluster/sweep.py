@@ -10,6 +10,7 @@ A task that times out requeues alone (``scontrol requeue <array>_<task>``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -26,7 +27,7 @@ from cluster import backends
 from cluster.backends.base import poll
 from cluster.errors import SpecError
 from cluster.job import TrainJob, job_for
-from cluster.runs import Run, new_run_dir, now_iso, write_atomic
+from cluster.runs import Run, make_durable, new_run_dir, now_iso, write_atomic
 from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
 from cluster.submit import prepare_run, scheduler_refusals
 from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
@@ -45,12 +46,12 @@ _R = TypeVar("_R")
 def _for_each_task(func: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
     """``[func(item) for item in items]``, on a few threads.
 
-    Every file a task gets is fsynced before it is renamed into place (cluster.runs.write_atomic):
-    one after another, a 100-task sweep waits on 500 fsyncs, seconds on a plain disk. The tasks'
-    files are independent (each run.json has its own lock), so they are written at once, and the
-    filesystem commits the fsyncs that wait together in one go. Results in order; the first
-    exception is raised, as the loop would, once the tasks already started have finished (the
-    rest are not started).
+    A task's files are written without an fsync each (one :func:`make_durable` commits them
+    all), but every create and rename is still a metadata update the filesystem's journal
+    serialises: on a busy disk each waits milliseconds, and threads wait together. The
+    tasks' files are independent (each run.json has its own lock). Results in order; the
+    first exception is raised, as the loop would, once the tasks already started have
+    finished (the rest are not started).
     """
     pool = ThreadPoolExecutor(max_workers=TASK_WRITERS, thread_name_prefix="sweep-task")
     try:
@@ -146,7 +147,8 @@ class Sweep:
 
 
 def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = None) -> Sweep:
-    """Create the sweep's run directories and submit them as one array job."""
+    """Create the sweep's run directories and submit them as array jobs: one array, or, where
+    the scheduler caps an array's size (Slurm's MaxArraySize), the fewest arrays that fit."""
     grid = [(k, list(v)) for k, v in spec.sweep] + parse_sweep_args(sweep_args)
     check_grid_size(grid, "sweep" if spec.sweep and sweep_args else "--sweep", spec.source)
     section = "vars" if spec.command else "train"
@@ -157,39 +159,101 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
     points = grid_points(grid)
     backend = backends.resolve(executor or spec.scheduler.kind)
     sweep_dir = new_run_dir(spec.runs_dir_path(), f"{spec.name}-sweep")
+    arrays: list[str] = []
+    try:
+        runs = _prepare_tasks(spec, backend.kind, sweep_dir, points)
+        jobs = _submit_tasks(spec, backend, sweep_dir, runs, arrays)
+    except BaseException:
+        for array_id in arrays:  # a later array refused: the earlier ones must not run without their tasks
+            with contextlib.suppress(Exception):
+                backend.cancel(array_id, Run(sweep_dir))
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    _record_jobs(sweep_dir, runs, jobs)
+    write_atomic(sweep_dir / SWEEP_JSON, json.dumps({
+        "name": spec.name, "scheduler": backend.kind, "created": now_iso(), "job_id": arrays[0],
+        "job_ids": arrays, "grid": {k: v for k, v in grid},
+        "tasks": [{"index": i, "point": p, "run_dir": r.path.name, "job_id": j.job_id}
+                  for i, (p, r, j) in enumerate(zip(points, runs, jobs))],
+    }, indent=2) + "\n")
+    return Sweep(sweep_dir, backend.kind, arrays[0], runs)
+
+
+def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[str, Any]]) -> list[Run]:
+    """Every task's run directory (resolved spec, run.json), made durable together.
+
+    Each point is the base spec with its swept keys set, validated once; the files are written
+    atomically without an fsync each, then one :func:`make_durable` commits them all before
+    the scheduler may start a task (an fsync per file cost seconds for a large sweep).
+    """
+    logs = str(sweep_dir / LOGS_DIR)
 
     def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
         index, point = task
         task_dir = sweep_dir / _task_name(index, point)
         task_dir.mkdir()
-        return prepare_run(apply_overrides(spec, point), backend.kind, task_dir, extra={
-            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": str(sweep_dir / LOGS_DIR)})
+        return prepare_run(apply_overrides(spec, point), kind, task_dir, durable=False, extra={
+            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": logs})
 
-    try:
-        runs = _for_each_task(prepare_task, enumerate(points))
-        array = backend.executor(spec, sweep_dir, array_parallelism=ARRAY_PARALLELISM)
-        with scheduler_refusals("sweep"):
-            if backend.runs_arrays:
-                with array.batch():
-                    jobs = [array.submit(job_for(spec, str(r.path))) for r in runs]
-            else:
-                jobs = [array.submit(LocalSweepJob([str(r.path) for r in runs]))] * len(runs)
-    except BaseException:
-        shutil.rmtree(sweep_dir, ignore_errors=True)
-        raise
-    _for_each_task(lambda task: task[0].add_job(task[1].job_id, "submit"), zip(runs, jobs))
-    array_id = jobs[0].job_id.split("_")[0]
-    script = sweep_dir / LOGS_DIR / f"{array_id}_submission.sh"
-    if script.exists():
-        text = script.read_text()
-        _for_each_task(lambda run: write_atomic(run.script_path, text), [Run(sweep_dir)] + runs)
-    write_atomic(sweep_dir / SWEEP_JSON, json.dumps({
-        "name": spec.name, "scheduler": backend.kind, "created": now_iso(), "job_id": array_id,
-        "grid": {k: v for k, v in grid},
-        "tasks": [{"index": i, "point": p, "run_dir": r.path.name, "job_id": j.job_id}
-                  for i, (p, r, j) in enumerate(zip(points, runs, jobs))],
-    }, indent=2) + "\n")
-    return Sweep(sweep_dir, backend.kind, array_id, runs)
+    runs = _for_each_task(prepare_task, enumerate(points))
+    make_durable(sweep_dir)
+    return runs
+
+
+def _submit_tasks(spec: JobSpec, backend: backends.Backend, sweep_dir: Path, runs: list[Run],
+                  arrays: list[str]) -> list[submitit.Job]:
+    """Submit the tasks: one sbatch (qsub) per array; each array's id is appended to ``arrays``
+    as soon as it exists. Without arrays (the local executor) one job trains them in turn."""
+    executor = backend.executor(spec, sweep_dir, array_parallelism=ARRAY_PARALLELISM)
+    with scheduler_refusals("sweep"):
+        if not backend.runs_arrays:
+            job = executor.submit(LocalSweepJob([str(r.path) for r in runs]))
+            arrays.append(job.job_id)
+            return [job] * len(runs)
+        jobs: list[submitit.Job] = []
+        for chunk in array_chunks(runs, backend.max_array_size()):
+            with executor.batch():
+                submitted = [executor.submit(job_for(spec, str(r.path))) for r in chunk]
+            arrays.append(submitted[0].job_id.split("_")[0])
+            jobs += submitted
+    return jobs
+
+
+def array_chunks(items: list[_T], limit: int | None) -> list[list[_T]]:
+    """``items`` in the fewest consecutive chunks of at most ``limit`` (None: no limit), of
+    sizes as even as possible (1001 tasks under a limit of 1000: 501 and 500, not 1000 and 1)."""
+    count = 1 if not limit or len(items) <= limit else -(-len(items) // limit)
+    size, extra = divmod(len(items), count)
+    chunks, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
+
+
+def _record_jobs(sweep_dir: Path, runs: list[Run], jobs: list[submitit.Job]) -> None:
+    """Each task's job id into its run.json and its array's script as its submitted.sh, then
+    all of it made durable at once (as :func:`_prepare_tasks` does)."""
+    scripts: dict[str, str] = {}
+    for job in jobs:
+        array_id = job.job_id.split("_")[0]
+        if array_id not in scripts:
+            script = sweep_dir / LOGS_DIR / f"{array_id}_submission.sh"
+            scripts[array_id] = script.read_text() if script.exists() else ""
+    first = scripts[jobs[0].job_id.split("_")[0]]
+    if first:  # the sweep directory's own copy: its first array's
+        write_atomic(Run(sweep_dir).script_path, first, durable=False)
+
+    def record(task: tuple[Run, submitit.Job]) -> None:
+        run, job = task
+        run.add_job(job.job_id, "submit", durable=False)
+        text = scripts[job.job_id.split("_")[0]]
+        if text:
+            write_atomic(run.script_path, text, durable=False)
+
+    _for_each_task(record, zip(runs, jobs))
+    make_durable(sweep_dir)
 
 
 def wait_for_sweep(sweep: Sweep, interval: float = 2.0) -> list:

@@ -5,16 +5,39 @@ Slurm: tests marked ``@pytest.mark.slurm`` need the local cluster started by
 it puts SLURM_CONF / MODULEPATH (from ``cluster.sh env``) into os.environ and checks that
 the node answers. When the cluster is not up they are skipped -- except under CI=true,
 where a missing cluster fails them.
+
+Concurrency (pytest-xdist, see the README's "Tests" section): the suite runs as
+``pytest -n N --dist loadgroup -m "not serial"``, then ``pytest -m serial`` alone. A test marked
+``serial`` changes the test cluster for every test beside it (accounting switched off, a node
+down or crashed, a lowered MaxArraySize); a test that uses the ``slurm_no_accounting`` fixtures
+is marked so here. Tests that share an expensive module-scoped fixture carry an ``xdist_group``
+mark, so that one worker builds it once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 
 from support import slurm as slurm_helpers  # tests/support/slurm.py (pythonpath = ["tests"])
+from support.runs import session_scratch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Name this session (for its shared reference runs) before pytest-xdist starts workers:
+    they inherit the environment, so every worker finds the same directory."""
+    if not hasattr(config, "workerinput"):
+        os.environ["CLUSTER_TEST_SESSION"] = uuid.uuid4().hex[:12]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's reference runs once every worker has ended (in the main process)."""
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(session_scratch(), ignore_errors=True)
 
 
 def _in_ci() -> bool:
@@ -26,6 +49,28 @@ def _unavailable(reason: str):
     if _in_ci():
         pytest.fail(message + " [CI=true: a missing cluster is a failure]", pytrace=False)
     pytest.skip(message)
+
+
+_SWITCHES_ACCOUNTING = ("slurm_no_accounting", "slurm_no_accounting_module")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``serial`` every test that switches accounting off through the fixtures below."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in _SWITCHES_ACCOUNTING):
+            item.add_marker(pytest.mark.serial)
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``serial`` test beside other workers would break their jobs: refuse to run it there."""
+    if item.get_closest_marker("serial") is None:
+        return
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail("this test is marked serial: it changes the test cluster for every test running beside it; "
+                    'run the suite as pytest -n N -m "not serial", then pytest -m serial (as .ci/run does)',
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

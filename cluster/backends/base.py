@@ -168,6 +168,11 @@ class Backend:
         (``cluster report``), from one query for all; None where it keeps no accounting."""
         return None
 
+    def max_array_size(self) -> int | None:
+        """The most tasks one array job may have here (a sweep beyond it is split into several
+        arrays); None when the scheduler states no limit."""
+        return None
+
     def cancel(self, job_id: str, run: Run) -> bool | None:
         """Cancel the job; False when nothing was signalled (the job is not this run's), else
         True or None (the scheduler's command succeeded)."""

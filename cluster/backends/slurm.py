@@ -474,6 +474,16 @@ def _accounting_check() -> Check:
     return Check("ok", "accounting", "sacct answers")
 
 
+def max_array_size() -> int | None:
+    """The site's MaxArraySize (``scontrol show config``): an array's task indices must stay
+    below it (0 disables arrays: one task per job). None when scontrol does not say."""
+    proc = run_command(["scontrol", "show", "config"], timeout=30, check=False)
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)\s*$", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or not found:
+        return None
+    return max(1, int(found.group(1)))
+
+
 # ---------------------------------------------------------------- the backend
 
 
@@ -510,6 +520,9 @@ class SlurmBackend(Backend):
 
     def cancel(self, job_id: str, run: Run) -> None:
         run_command(["scancel", job_id])
+
+    def max_array_size(self) -> int | None:
+        return max_array_size()
 
     def doctor_checks(self, spec: JobSpec) -> list[Check]:
         return _scheduler_checks(spec) + [_accounting_check()]

@@ -27,6 +27,9 @@ from cluster.runs import Run
 from support import slurm as sh
 from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, wait_until
 
+# One worker under pytest -n (--dist loadgroup): the module fixture `ignoring_run` submits a job once.
+pytestmark = pytest.mark.xdist_group("command-jobs")
+
 CONTRACT = str(REPO / "examples/contract_train.py")
 STEPS = 120
 PACED = [sys.executable, CONTRACT, "--steps", "{steps}", "--lr", "{lr}", "--step-sleep", "0.25", "--margin", "45"]
@@ -146,6 +149,7 @@ def test_torque_qsub_continues_in_new_jobs(tmp_path: Path) -> None:
         "logs", str(run.path), cwd=tmp_path, timeout=60).stdout
 
 
+@pytest.mark.slow  # a paced program over several attempts
 def test_local_executor_restarts_on_usr2(tmp_path: Path) -> None:
     # The local executor warns 48 s before its 1-minute timeout: USR2 12 s into each attempt,
     # forwarded to the program, which checkpoints and exits 75 (its own margin is off).

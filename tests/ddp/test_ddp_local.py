@@ -64,6 +64,7 @@ def stop_lines(outputs: list[str]) -> list[str]:
     return [line for out in outputs for line in out.splitlines() if line.startswith("stopping (")]
 
 
+@pytest.mark.slow  # two ranks train
 def test_a_stop_on_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exactly(spec: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     train_two_ranks(spec, reference)
@@ -92,6 +93,7 @@ def test_a_stop_on_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exac
     assert losses == [json.loads(line)["train_loss"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two ranks train
 def test_the_last_batch_may_leave_a_rank_without_samples(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "check", str(REPO / "jobs/ddp_smoke.yaml"),
@@ -104,6 +106,7 @@ def test_the_last_batch_may_leave_a_rank_without_samples(tmp_path: Path) -> None
     assert summary["train_loss"] == summary["train_loss"]  # not NaN
 
 
+@pytest.mark.slow  # two ranks train
 def test_the_local_executor_starts_both_ranks(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "submit", str(REPO / "jobs/ddp_smoke.yaml"),
                            "--executor", "local", "--wait"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -115,6 +118,7 @@ def test_the_local_executor_starts_both_ranks(tmp_path: Path) -> None:
     assert ranks == [summary["weights_sha256"]] * 2
 
 
+@pytest.mark.slow  # two ranks train
 def test_a_dataset_task_on_two_ranks_stopped_and_resumed_equals_an_uninterrupted_two_rank_run(tmp_path: Path) -> None:
     """The second shipped task (a torch Dataset, not tensors), with AdamW, a cosine schedule
     and clipping: each rank collates its own share of every batch."""

@@ -20,7 +20,8 @@ from cluster.runs import Run
 from support import slurm as sh
 from support.runs import REPO, cluster_cmd, epochs, last_run, wait_until
 
-pytestmark = pytest.mark.slurm
+# One worker under pytest -n (--dist loadgroup): the module fixture `reference` runs a 2-task job once.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("ddp-slurm")]
 
 SPEC = REPO / "jobs/ddp_smoke.yaml"
 # About 10 s of training for the two tasks on 2 cores: long enough to interrupt mid-training.

@@ -27,6 +27,9 @@ from support.runs import REPO, cluster_cmd
 from cluster.isolate import BOOTSTRAP
 from cluster.runs import Run
 
+# One worker under pytest -n (--dist loadgroup): the module fixture `built` creates a venv once.
+pytestmark = pytest.mark.xdist_group("env-build")
+
 SMOKE = REPO / "jobs/smoke.yaml"
 PREFIX_FILE = "python-prefix.txt"
 # One line of a .pth file runs at every start of the venv's Python: it appends sys.prefix to the
@@ -66,6 +69,7 @@ def built(tmp_path_factory) -> dict:
             "left_in_outer_tmp": left_in_outer_tmp}
 
 
+@pytest.mark.slow  # builds a venv
 def test_cluster_env_builds_the_venv_with_pip_temp_under_the_spec_tmpdir(built):
     venv, pip_tmp, out = built["venv"], built["workdir"] / "pip-tmp", built["proc"].stdout
     assert f"pip temp: TMPDIR={pip_tmp}, PIP_CACHE_DIR={pip_tmp}/pip-cache (environment.tmpdir)" in out
@@ -107,6 +111,7 @@ def test_a_slurm_job_runs_in_the_venv(built):
     assert f'"{built["venv"]}/bin/python" -u -c {shlex.quote(BOOTSTRAP)} submitit.core._submit' in script.read_text()
 
 
+@pytest.mark.slow  # builds a venv
 def test_a_local_job_runs_in_the_venv(built):
     proc = cluster_cmd("submit", str(built["spec"]), "--executor", "local", "--wait", cwd=built["workdir"],
                        timeout=400)

@@ -20,7 +20,8 @@ from train.runfiles import resume_point
 from support import slurm as sh
 from support.runs import REPO, cluster_cmd, last_run, reference_sha, wait_until
 
-pytestmark = pytest.mark.slurm
+# One worker under pytest -n (--dist loadgroup): the module fixture `two_node_reference` runs a 2-node job once.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("multinode")]
 
 SPEC = REPO / "jobs/ddp_smoke.yaml"
 TWO_NODES = ["--set", "resources.nodes=2", "--set", "resources.tasks_per_node=1"]
@@ -140,6 +141,7 @@ def test_a_signal_to_one_node_stops_every_rank_at_the_same_step(tmp_path: Path, 
     assert shas(run, 2) == {two_node_reference()}
 
 
+@pytest.mark.serial  # n2 down: every other test's job on it would be killed
 def test_a_two_node_job_that_cannot_fit_waits_and_status_says_why(tmp_path: Path) -> None:
     sh.run(["scontrol", "update", "NodeName=n2", "State=DOWN", "Reason=maintenance"], timeout=20)
     try:
@@ -163,6 +165,7 @@ def test_a_two_node_job_that_cannot_fit_waits_and_status_says_why(tmp_path: Path
         sh.scancel(job_id)
 
 
+@pytest.mark.serial  # a node's slurmd killed under every job running on it
 def test_a_crashed_node_resumes_the_run_on_the_other_node(tmp_path: Path) -> None:
     one_task = ["--set", "resources.tasks_per_node=1", "--set", "train.epochs=6", "--set", "train.data.samples=8000",
                 "--set", "train.checkpoint.every_steps=40"]
@@ -188,6 +191,7 @@ def test_a_crashed_node_resumes_the_run_on_the_other_node(tmp_path: Path) -> Non
     assert shas(run, 1) == {reference_sha(SPEC, [o for o in one_task if o.startswith("train.")])}
 
 
+@pytest.mark.serial  # a node's slurmd killed under every job running on it
 def test_more_node_failures_than_allowed_fail_the_run_with_a_resume_hint(tmp_path: Path) -> None:
     run = submit(tmp_path, "--set", "resources.tasks_per_node=1", "--set", "train.epochs=6",
                  "--set", "train.data.samples=8000", "--set", "train.checkpoint.every_steps=40",

@@ -36,6 +36,9 @@
 #                         state dir, name and ports) can run beside the first; it reuses the
 #                         munged already answering on the default socket.
 #   CLUSTER_TEST_WAIT     seconds to wait for each readiness check (60)
+#   CLUSTER_TEST_MAX_ARRAY_SIZE  MaxArraySize (unset: Slurm's default, 1001). A test lowers it
+#                         with `CLUSTER_TEST_MAX_ARRAY_SIZE=4 cluster.sh up`, then restores it
+#                         with a plain `up` (slurmctld restarts; the nodes' slurmd do not).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -148,6 +151,9 @@ write_slurm_conf() {
     cpus="${CLUSTER_TEST_CPUS:-$(nproc)}"
     [ -n "${CLUSTER_TEST_CPUS:-}" ] || [ "$cpus" -ge 4 ] || cpus=4
     mem=$(mem_mb)
+    local limits=""
+    [ -z "${CLUSTER_TEST_MAX_ARRAY_SIZE:-}" ] || limits="MaxArraySize=$CLUSTER_TEST_MAX_ARRAY_SIZE
+"
     if [ "$mode" = acct ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -207,7 +213,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=5,sched_min_interval=0
-${nodes}PartitionName=gpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=UNLIMITED State=UP
+${limits}${nodes}PartitionName=gpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=UNLIMITED State=UP
 PartitionName=cpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=NO MaxTime=UNLIMITED State=UP
 EOF
 }
@@ -337,7 +343,9 @@ node_state() { sinfo -h -N -n "$1" -o %T 2>/dev/null | head -n 1; }
 node_ready() { case "$(node_state "$1")" in idle|mixed|allocated|completing) return 0 ;; *) return 1 ;; esac; }
 sacct_ready() { sacct -n -X -S now-1minutes >/dev/null 2>&1; }
 
-strip_acct() { grep -v -e '^AccountingStorage' -e '^# Generated' "$1" 2>/dev/null || true; }
+# The config without the lines only slurmctld reads (accounting, MaxArraySize): when nothing
+# else changed, slurmd need not restart.
+strip_acct() { grep -v -e '^AccountingStorage' -e '^MaxArraySize' -e '^# Generated' "$1" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- commands
 cmd_up() {

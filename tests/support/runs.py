@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -44,24 +47,41 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def session_scratch() -> Path:
+    """A directory for this test session's reference runs, shared by its pytest-xdist workers
+    (named by CLUSTER_TEST_SESSION, which tests/conftest.py sets before the workers start),
+    under CLUSTER_TEST_SCRATCH (default: the system's temporary directory). Removed when the
+    session ends (conftest.py); a later session never reads an earlier one's shas."""
+    base = Path(os.environ.get("CLUSTER_TEST_SCRATCH") or tempfile.gettempdir())
+    session = os.environ.get("CLUSTER_TEST_SESSION") or f"pid{os.getpid()}"
+    return base / f"cluster-train-ref-{session}"
+
+
 @lru_cache(maxsize=None)
 def _reference(spec: str, overrides: tuple[str, ...], scratch: str) -> str:
-    scratch_dir = Path(scratch)
-    name = f"ref-{abs(hash((spec, overrides)))}"
-    resolved = scratch_dir / f"{name}.yaml"
-    args = [a for o in overrides for a in ("--set", o)]
-    check = subprocess.run([*CLUSTER, "check", spec, *args], capture_output=True, text=True, check=True)
-    resolved.write_text(check.stdout)
-    run_dir = scratch_dir / name
-    subprocess.run([sys.executable, "-m", "train", "--config", str(resolved), "--run-dir", str(run_dir)],
-                   check=True, capture_output=True, timeout=1800)
-    return json.loads((run_dir / "summary.json").read_text())["weights_sha256"]
+    """Train the reference once per session: the first worker to ask trains it (under a lock),
+    the others wait for it and read its sha (it is the same run, bit for bit)."""
+    key = hashlib.sha256(json.dumps([spec, overrides]).encode()).hexdigest()[:16]
+    done = Path(scratch) / f"ref-{key}.sha256"
+    with open(Path(scratch) / f"ref-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return done.read_text()
+        work = Path(tempfile.mkdtemp(prefix=f"ref-{key}-", dir=scratch))  # never a half-trained earlier run
+        args = [a for o in overrides for a in ("--set", o)]
+        check = subprocess.run([*CLUSTER, "check", spec, *args], capture_output=True, text=True, check=True)
+        (work / "spec.yaml").write_text(check.stdout)
+        subprocess.run([sys.executable, "-m", "train", "--config", str(work / "spec.yaml"), "--run-dir",
+                        str(work / "run")], check=True, capture_output=True, timeout=1800)
+        sha = json.loads((work / "run" / "summary.json").read_text())["weights_sha256"]
+        done.write_text(sha)
+        return sha
 
 
 def reference_sha(spec: Path, overrides: list[str], scratch: Path | None = None) -> str:
-    """weights_sha256 of an uninterrupted local `python -m train` run of the spec (cached)."""
+    """weights_sha256 of an uninterrupted local `python -m train` run of the spec (once per session)."""
     only_train = tuple(o for o in overrides if o.startswith("train."))
-    scratch = scratch or Path(os.environ.get("CLUSTER_TEST_SCRATCH", "/tmp/cluster-train-reference"))
+    scratch = scratch or session_scratch()
     scratch.mkdir(parents=True, exist_ok=True)
     return _reference(str(spec), only_train, str(scratch))
 

@@ -87,6 +87,22 @@ def set_accounting(enabled: bool) -> None:
     cluster_sh("up") if enabled else cluster_sh("up", "--no-accounting")
 
 
+def set_max_array_size(size: int | None) -> None:
+    """Restart slurmctld with MaxArraySize ``size`` (None: Slurm's default), in the current
+    accounting mode. Only for tests marked ``serial``: it changes the cluster for every test."""
+    env = {k: v for k, v in os.environ.items() if k != "CLUSTER_TEST_MAX_ARRAY_SIZE"}
+    if size is not None:
+        env["CLUSTER_TEST_MAX_ARRAY_SIZE"] = str(size)
+    mode = [] if cluster_mode() == "acct" else ["--no-accounting"]
+    run(["bash", str(CLUSTER_SH), "up", *mode], timeout=180, env=env)
+
+
+def max_array_size() -> int:
+    """MaxArraySize as slurmctld reports it (``scontrol show config``)."""
+    out = run(["scontrol", "show", "config"], timeout=20).stdout
+    return int(re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE).group(1))
+
+
 def node_states() -> list[str]:
     """sinfo's state of each node ('idle', 'mixed', 'down*', ...); raises if sinfo fails."""
     proc = run(["sinfo", "-h", "-N", "-o", "%T"], timeout=20)

@@ -62,6 +62,7 @@ def test_sweep_is_one_sbatch_call_and_every_task_completes(tmp_path: Path) -> No
     assert len({r["job_id"] for r in rows}) == 4 and all("_" in r["job_id"] for r in rows)
 
 
+@pytest.mark.slow  # four tasks train in turn
 def test_sweep_on_the_local_executor(tmp_path: Path) -> None:
     proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "local", *SWEEP, "--wait"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -74,3 +75,57 @@ def test_sweep_rejects_keys_outside_train(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "sweep keys must be dotted keys under train" in proc.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slurm
+@pytest.mark.serial  # lowers the cluster's MaxArraySize (slurmctld restarts) for every test beside it
+def test_a_sweep_beyond_max_array_size_is_split_into_the_fewest_arrays(tmp_path: Path) -> None:
+    from support import slurm as sh
+
+    limit, points = 4, 10  # ceil(10 / 4) = 3 arrays (4, 3 and 3 tasks)
+    lrs = [round(1e-3 * (i + 1), 6) for i in range(points)]
+    arrays: list[str] = []
+    sh.set_max_array_size(limit)
+    try:
+        assert sh.max_array_size() == limit
+        path, log = counting_wrappers(tmp_path / "bin", ["sbatch", "scancel"])
+        env = dict(os.environ, PATH=path)
+        # Held: the tasks wait (nothing trains), so that status and cancel meet all of them live.
+        proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm",
+                     "--sweep", "train.lr=" + ",".join(map(str, lrs)),
+                     "--set", "scheduler.extra_directives=[--hold]"], cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert calls(log) == {"sbatch": 3}
+        (sweep_dir,) = list((tmp_path / "runs").glob("smoke-sweep-*"))
+        sweep = json.loads((sweep_dir / "sweep.json").read_text())
+        arrays += sweep["job_ids"]
+        assert len(arrays) == 3 and sweep["job_id"] == arrays[0]
+        tasks = sweep["tasks"]
+        assert [t["job_id"] for t in tasks] == [f"{a}_{i}" for a, n in zip(arrays, (4, 3, 3)) for i in range(n)]
+        seen = []
+        for task in tasks:  # every point a run directory with its own spec and its array's script
+            task_dir = sweep_dir / task["run_dir"]
+            seen.append(yaml.safe_load((task_dir / "spec.yaml").read_text())["train"]["lr"])
+            assert json.loads((task_dir / "run.json").read_text())["jobs"][-1]["job_id"] == task["job_id"]
+            array, index = task["job_id"].split("_")
+            n = {a: c for a, c in zip(arrays, (4, 3, 3))}[array]
+            assert f"#SBATCH --array=0-{n - 1}%{n}" in (task_dir / "submitted.sh").read_text()
+        assert seen == lrs
+
+        status = _run(["status", str(sweep_dir), "--json"], cwd=tmp_path)
+        rows = json.loads(status.stdout)
+        assert sorted(r["job_id"] for r in rows) == sorted(t["job_id"] for t in tasks)
+        assert {r["state"] for r in rows} == {"pending"}, rows
+
+        cancelled = _run(["cancel", str(sweep_dir)], cwd=tmp_path, env=env)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert cancelled.stdout.count("cancelled job ") == points
+        for task in tasks:
+            assert sh.wait_job(task["job_id"], timeout=60) == "CANCELLED"
+        rows = json.loads(_run(["status", str(sweep_dir), "--json"], cwd=tmp_path).stdout)
+        assert [r["state"] for r in rows] == ["cancelled"] * points, rows
+    finally:
+        for array in arrays:
+            sh.scancel(array)
+        sh.set_max_array_size(None)
+    assert sh.max_array_size() == 1001  # restored: Slurm's default

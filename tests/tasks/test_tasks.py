@@ -115,6 +115,7 @@ def _wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
     pytest.fail("the trainer never reached its pause point")
 
 
+@pytest.mark.slow  # several stopped and resumed trainings
 @pytest.mark.parametrize("task", list(TASKS))
 def test_sigusr2_at_several_points_then_resume_is_bitwise_exact(task: str, importable: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", train_section(task))
@@ -156,6 +157,7 @@ OPTIONS = {
 }
 
 
+@pytest.mark.slow  # several stopped and resumed trainings
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_each_trainer_option_resumes_bitwise_exactly(name: str, importable: Path, tmp_path: Path) -> None:
     task = "signal" if name.startswith("sgd") else "external" if name.startswith("adamw") else "signal"

@@ -30,6 +30,10 @@ import yaml
 from train import runfiles
 from train.testhooks import PAUSE_ENV, PHASES
 
+# No xdist_group: each test starts dozens of trainers, so the tests spread over the workers
+# (each worker trains the module's `reference` once) rather than queue on one.
+pytestmark = pytest.mark.slow  # stops many trainings
+
 REPO = Path(__file__).resolve().parents[2]
 
 # 4,800 training samples in batches of 32: 150 steps per epoch, 600 in all, a checkpoint

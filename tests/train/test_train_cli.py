@@ -48,6 +48,7 @@ def test_data_error_is_one_line_and_exit_2(tmp_path: Path, subprocess_env: dict)
     assert proc.stderr.startswith("error: d.npz: array 'y' (label) must hold only 0 and 1")
 
 
+@pytest.mark.slow  # trains, stops and resumes in subprocesses
 def test_sigusr2_exits_for_requeue_and_resume_is_exact(tmp_path: Path, subprocess_env: dict) -> None:
     spec = write_spec(tmp_path / "spec.yaml", SMALL)
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,6 +23,7 @@ def _train(spec: Path, run_dir: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # trains a run to the end first
 def test_fewer_epochs_than_done_is_one_line(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert _train(_spec(tmp_path, 3), run_dir).returncode == 0

@@ -18,6 +18,7 @@ from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_a
 SMOKE = str(REPO / "jobs/smoke.yaml")
 
 
+@pytest.mark.slow  # trains on the local executor, and its reference
 def test_local_run_completes(workdir: Path) -> None:
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", "--wait", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -54,6 +55,7 @@ def _timeout_run(workdir: Path, epochs: int) -> Run:
     return run
 
 
+@pytest.mark.slow  # trains on the local executor, and its reference
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     # The work is ten times what one attempt trains on this machine now: about ten attempts,
     # more than submitit's own controller would ever start (six). A machine that speeds up
@@ -109,6 +111,7 @@ def _stop_every_attempt(run: Run, stops: int) -> None:
             os.kill(pid, signal.SIGUSR2)
 
 
+@pytest.mark.slow  # trains on the local executor, and its reference
 @pytest.mark.parametrize("max_requeues", [STOPS, 2])
 def test_local_requeues_honour_max_requeues(workdir: Path, max_requeues: int) -> None:
     sets = [*STOP_SETS, f"scheduler.max_requeues={max_requeues}"]
@@ -141,6 +144,7 @@ def _task_pids(run: Run) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+@pytest.mark.slow  # trains on the local executor, and its reference
 def test_local_sigkill_then_resume(workdir: Path) -> None:
     sets = ["train.epochs=10", "train.data.samples=20000"]
     args = [a for s in sets for a in ("--set", s)]
@@ -170,6 +174,7 @@ def test_two_runs_submitted_at_once_never_share_a_directory(workdir: Path) -> No
     assert len(set(dirs)) == 64
 
 
+@pytest.mark.slow  # trains on the local executor, and its reference
 def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -> None:
     sets = ["train.epochs=16", "train.data.samples=20000"]
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)

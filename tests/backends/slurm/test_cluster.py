@@ -129,6 +129,7 @@ def test_no_accounting_fixture(slurm_no_accounting, tmp_path):
     assert sh.wait_job(job, timeout=60) == "COMPLETED"
 
 
+@pytest.mark.serial  # restarts slurmctld with accounting off and on
 def test_accounting_mode_switch_both_ways(tmp_path):
     before = sh.cluster_mode()
     try:

@@ -15,7 +15,8 @@ import pytest
 from support import slurm as sh
 from support.runs import CLUSTER, REPO, calls, cluster_cmd, counting_wrappers, wait_until
 
-pytestmark = pytest.mark.slurm
+# One worker under pytest -n (--dist loadgroup): the module fixture `runs` submits seven jobs once.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("status-slurm")]
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
 LONG = ["--set", "train.epochs=200", "--set", "train.data.samples=20000"]
@@ -118,7 +119,7 @@ def _fake_runs(template: Path, job_ids: list[str], dest: Path) -> list[Path]:
     return made
 
 
-@pytest.mark.parametrize("accounting", [True, False])
+@pytest.mark.parametrize("accounting", [True, pytest.param(False, marks=pytest.mark.serial)])
 def test_one_query_per_command_kind_for_50_runs(runs: dict[str, Path], tmp_path: Path, accounting: bool,
                                                 request) -> None:
     script = tmp_path / "noop.sh"
