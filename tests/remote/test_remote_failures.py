@@ -19,7 +19,7 @@ import yaml
 from support.runs import CLUSTER
 from support.sshd import free_port
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.xdist_group("remote")]  # one sshd, one test user: one worker
 
 HOST = "ct-test"
 

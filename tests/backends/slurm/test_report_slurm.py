@@ -26,7 +26,7 @@ from train.runfiles import resume_point
 from support import slurm as sh
 from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, wait_until
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.serial]  # the scenario crashes a node under every job beside it
 
 SPEC = REPO / "jobs/ddp_smoke.yaml"
 # One task with one (fake) GPU on the gpu partition, trained on the CPU. Checkpoints at the ends
