@@ -25,10 +25,13 @@ from cluster.remote.records import RemoteRun
 from cluster.remote.ssh import RemoteError, Transport, classify
 
 Echo = Callable[[str], None]
-HUP_SAFE = ("import signal, sys; signal.signal(signal.SIGHUP, lambda *a: sys.exit(129)); "
+HUP_SAFE = ("import signal, sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            "signal.signal(signal.SIGHUP, lambda *a: sys.exit(129)); "
             "sys.argv[0] = 'cluster'; from cluster.cli import main; sys.exit(main())")
 """The remote ``cluster``: a lost connection (SIGHUP) becomes SystemExit, so a submit that has
-not reached the scheduler yet removes its run directory as a refused one does."""
+not reached the scheduler yet removes its run directory as a refused one does. The current
+directory is dropped from ``sys.path`` (``-c`` puts it first): a ``yaml.py`` in the remote home
+must not shadow the toolkit; a snapshot's code comes through ``PYTHONPATH`` instead."""
 RECONNECT_DELAYS = (1, 2, 4, 8, 15, 30, 30, 30, 30, 30)
 """Back-off of ``logs --follow`` after a lost connection (about four minutes in all)."""
 
