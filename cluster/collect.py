@@ -437,6 +437,7 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
     if not plot:
         echo("matplotlib is not installed (pip install 'cluster-train[plot]'): skipping curves.png")
     summaries, failed = [], 0
+    collected: list[tuple[Run, Path]] = []
     for run, dest in zip(found, destinations):
         state, diagnosis = states.get(str(run.path), ("unknown", None))
         try:
@@ -447,6 +448,7 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
             continue
         summary["path"] = str(dest)
         summaries.append(summary)
+        collected.append((run, dest))
 
         value = _metric_value(summary, metric)
         shown = f"{metric} {value:.4f}" if isinstance(value, (int, float)) else f"no {metric} yet"
@@ -469,7 +471,8 @@ def collect(runs: list[str], to: str, echo: Callable[[str], None], metric: str =
     if plot:  # each attempt on one time axis (per run, and of all runs together)
         from cluster.timeline import write_timelines
 
-        for path in write_timelines(found, _destinations(found, dest_root), dest_root):
+        # Only the runs collected: a refused run gets nothing written, not even a timeline.
+        for path in write_timelines([r for r, _ in collected], [d for _, d in collected], dest_root):
             echo(f"timeline: {path}")
 
     if len(summaries) > 1:

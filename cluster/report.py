@@ -25,7 +25,6 @@ Library only: nothing here prints (``cluster/cli.py`` does).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from cluster.backends import JobInfo, Usage
 from cluster.errors import ClusterError
 from cluster.runs import Run
 from cluster.units import format_duration, format_memory, format_walltime, parse_memory
+from train.contract import rundir
 from train.contract import (METRICS_FILE, PROGRESS_FILE, SPEC_FILE, SUMMARY_FILE, SWEEP_JSON, parse_walltime,
                             read_attempt_events, read_metrics)
 
@@ -167,12 +167,13 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _json(run: Run, name: str) -> dict[str, Any]:
+    """A JSON object of the run directory, read through its one reading layer (no link followed,
+    no FIFO waited on); {} when missing or broken: a report is a best account, never a crash."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return rundir.read_object(run.path, name)
+    except (OSError, ValueError, rundir.RunFileError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _top_level_section(text: str, key: str) -> str:
@@ -195,9 +196,9 @@ def requested(run: Run) -> dict[str, Any]:
     try:
         # Only the resources section, with libyaml's loader where PyYAML has it: a report over
         # many runs reads one spec each, and the whole spec costs ~5 ms a run to build.
-        text = _top_level_section((run.path / SPEC_FILE).read_text(), "resources")
+        text = _top_level_section(rundir.read_text(run.path, SPEC_FILE), "resources")
         spec = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError, rundir.RunFileError):
         return {}
     res = spec.get("resources") if isinstance(spec, dict) else None
     if not isinstance(res, dict):
@@ -213,8 +214,11 @@ def requested(run: Run) -> dict[str, Any]:
 
 def _last_step(run: Run) -> int | None:
     """The furthest global step the run's files record (summary, metrics, progress)."""
-    steps = [_int(_json(run.path / SUMMARY_FILE).get("global_step")), _int(_json(run.path / PROGRESS_FILE).get("global_step"))]
-    metrics = read_metrics(run.path)
+    steps = [_int(_json(run, SUMMARY_FILE).get("global_step")), _int(_json(run, PROGRESS_FILE).get("global_step"))]
+    try:
+        metrics = read_metrics(run.path)
+    except (OSError, rundir.RunFileError):
+        metrics = []
     if metrics:
         steps.append(_int(metrics[-1].get("global_step")))
     known = [s for s in steps if s is not None]
@@ -323,7 +327,10 @@ def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, l
     """The ledger of one run from its records and (when not None) the accounting of its jobs."""
     req = requested(run)
     attempts = [a for a in record.get("attempts") or [] if isinstance(a, dict) and isinstance(a.get("job_id"), str)]
-    events = read_attempt_events(run.path)
+    try:
+        events = read_attempt_events(run.path)
+    except (OSError, rundir.RunFileError):  # a link or FIFO in its place: no events, no wait
+        events = []
     first = {e.get("attempt"): e for e in events if e.get("event") == "first_step"}
     stops = {e.get("attempt"): e for e in events if e.get("event") == "stop"}
     submitted = {j.get("job_id"): _time(j.get("submitted")) for j in record.get("jobs") or [] if isinstance(j, dict)}
@@ -376,7 +383,7 @@ def run_report(run: Run, record: dict[str, Any], state: str, usages: dict[str, l
                        scheduler=str(record.get("scheduler", "local")), state=state,
                        source=source if any(r.source == source for r in rows) else "run records",
                        attempts=rows, requested=req, totals=totals(rows))
-    hold = _json(run.path / SUMMARY_FILE).get("checkpoint_seconds")
+    hold = _json(run, SUMMARY_FILE).get("checkpoint_seconds")
     if not isinstance(hold, (int, float)) and stops:
         hold = stops[max(stops, key=lambda k: k or 0)].get("checkpoint_seconds")
     report.checkpoint_seconds = round(hold, 2) if isinstance(hold, (int, float)) else None

@@ -417,7 +417,7 @@ def test_remote_hosts_are_reached_through_one_seam_and_import_nothing_heavy():
 # ------------------------------------------------------------------ h. run directories: one reading layer
 
 RUN_DIR_READERS = ("cluster.status", "cluster.logs", "cluster.diagnose", "cluster.runs", "cluster.submit",
-                   "train.runfiles", "train.checkpoint")
+                   "cluster.report", "cluster.timeline", "train.runfiles", "train.checkpoint")
 """Modules that read run-directory files: only through :mod:`train.contract.rundir` (no links
 followed, FIFOs never waited on, sizes capped), never with a plain ``open``."""
 PLAIN_READS = frozenset({"open", "read_text", "read_bytes", "glob", "rglob", "copyfile", "copy2", "load"})

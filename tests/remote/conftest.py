@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from support import sshd as sshd_helpers
-from support.ci import unavailable
+from support.ci import in_ci, unavailable
 from support.runs import cluster_cmd
 from support.sshd import close_master, make_project
 
@@ -50,9 +50,11 @@ def sshd_server():
     # A fresh login node each session, but for the venv: removing ~15k files of torch took 90 s on
     # the busy machine, and `cluster env --host` updates a kept venv in ~20 s (a fresh CI machine
     # builds it from nothing: 95-240 s).
+    # Under CI=true the venv goes too: one that an interrupted session left half-built must not
+    # decide the run.
     work = server.home / "cluster-train"
     for entry in work.iterdir() if work.is_dir() else []:
-        if entry.name != "venv":
+        if entry.name != "venv" or in_ci():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     server.start()
     yield server

@@ -48,6 +48,8 @@ def test_event_files_hold_each_step_once_after_two_resumes_and_a_lost_checkpoint
     # cluster collect takes every attempt's event file; TensorBoard reads the same steps there.
     from cluster.collect import collect_run
     from cluster.runs import Run
+    # collect reads runs that `cluster submit` made: give this trainer-only directory its run.json.
+    (run / "run.json").write_text('{"name": "signal", "scheduler": "local", "state": "completed", "jobs": []}')
     summary = collect_run(Run(run), tmp_path / "collected", "completed", plot=False)
     assert sum(name.startswith("tensorboard/events.out.tfevents.") for name in summary["collected_files"]) == 3
     assert scalars(tmp_path / "collected", "train/loss") == list(range(1, 31))

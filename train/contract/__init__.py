@@ -272,10 +272,13 @@ def append_attempt_event(run_dir: str | Path, event: str, global_step: int, **fi
 
 def read_attempt_events(run_dir: str | Path) -> list[dict]:
     """The events of ``run_dir``'s attempts.jsonl, in order (none when it does not exist)."""
-    try:
-        return parse_metrics((Path(run_dir) / ATTEMPTS_FILE).read_text())
+    from train.contract import rundir
+
+    try:  # without following a link, never waiting on a FIFO (train.contract.rundir)
+        raw = rundir.read_bytes(run_dir, ATTEMPTS_FILE, rundir.MAX_METRICS_BYTES)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    return parse_metrics(raw.decode("utf-8", "replace"))
 
 
 # --- walltimes ---------------------------------------------------------------------------
