@@ -31,9 +31,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.serial]  # the scenario crashes a n
 SPEC = REPO / "jobs/ddp_smoke.yaml"
 # One task with one (fake) GPU on the gpu partition, trained on the CPU. Checkpoints at the ends
 # of epochs only, progress.json every 10 s: a node crash while progress.json is past the last
-# checkpoint loses steps that the next attempt redoes.
+# checkpoint loses steps that the next attempt redoes. 12 epochs: on an idle machine 4 epochs
+# (1,600 steps) took attempt 3 about 8 s, so it ended before progress.json was first written.
 SCENARIO = ["--set", "resources.tasks_per_node=1", "--set", "resources.queue=gpu", "--set",
-            "resources.gpus_per_node=1", "--set", "train.device=cpu", "--set", "train.epochs=4", "--set",
+            "resources.gpus_per_node=1", "--set", "train.device=cpu", "--set", "train.epochs=12", "--set",
             "train.data.samples=16000", "--set", "train.checkpoint.every_steps=0", "--set", "scheduler.max_requeues=5"]
 
 
@@ -80,7 +81,7 @@ def scenario(slurm_cluster, tmp_path_factory: pytest.TempPathFactory) -> Run:
                    "attempt 3 to train past its checkpoint", poll=0.05)
         crashed = sh.job_nodes(job_id)
         sh.crash_node(crashed, job_id)
-        wait_until(lambda: run.read().get("state") in ("completed", "failed"), 400, "the run to end", poll=0.5)
+        wait_until(lambda: run.read().get("state") in ("completed", "failed"), 1200, "the run to end", poll=0.5)
         assert sh.wait_job(job_id, timeout=60) == "COMPLETED"
     finally:
         if crashed:
@@ -135,7 +136,9 @@ def test_report_lists_every_attempt_with_its_reason_hours_and_redone_steps(scena
     assert totals["steps"] - totals["steps_redone"] == final_step
     assert all(a["first_step_seconds"] is not None and a["first_step_seconds"] > 0 for a in attempts)
     # Usage: a Python with torch loaded; a step killed with its node records none (sacct has no MaxRSS).
-    assert all(a["peak_rss_mb"] > 50 and 0 < a["cpu_efficiency"] <= 1.2 for i, a in enumerate(attempts) if i != 2)
+    # (CPU efficiency may pass 1: torch's threads beyond the allocated CPU, on an idle machine.)
+    measured = [(a["peak_rss_mb"], a["cpu_efficiency"]) for i, a in enumerate(attempts) if i != 2]
+    assert all(rss > 50 and 0 < eff < 8 for rss, eff in measured), measured
     assert attempts[2]["peak_rss_mb"] is None and attempts[2]["cpu_efficiency"] is None
 
     text = cluster_cmd("report", str(run.path), cwd=tmp_path)
