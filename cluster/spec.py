@@ -487,7 +487,7 @@ def _read_bytes(path: Path, where: str) -> bytes:
     if stat.S_ISDIR(info.st_mode):
         raise SpecError("", "is a directory (expected a YAML job spec file)", where)
     if not stat.S_ISREG(info.st_mode):
-        raise SpecError("", f"is {_file_kind(info.st_mode)}, not a regular file (expected a YAML job spec file)", where)
+        raise SpecError("", f"is {_kind_of(info.st_mode)}, not a regular file (expected a YAML job spec file)", where)
     if info.st_size > MAX_SPEC_BYTES:
         raise SpecError("", f"is {info.st_size} bytes (allowed: a spec file of at most {MAX_SPEC_BYTES} bytes)", where)
     try:
@@ -500,7 +500,7 @@ def _read_bytes(path: Path, where: str) -> bytes:
     try:
         info = os.fstat(fd)  # what was opened, if the file was swapped since the stat above
         if not stat.S_ISREG(info.st_mode):
-            raise SpecError("", f"is {_file_kind(info.st_mode)}, not a regular file (expected a YAML job spec file)",
+            raise SpecError("", f"is {_kind_of(info.st_mode)}, not a regular file (expected a YAML job spec file)",
                             where)
         chunks, size = [], 0
         while size <= MAX_SPEC_BYTES:
@@ -527,14 +527,12 @@ def _os_problem(err: OSError) -> str:
     return f"cannot read ({err.strerror or type(err).__name__})"
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
+def _kind_of(mode: int) -> str:
+    """"a FIFO", "a device", ...: the run-directory layer's words (imported here, not at the top:
+    that module compiles patterns at import, which the login path does not pay for)."""
+    from train.contract.rundir import kind_of
+
+    return kind_of(mode)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
