@@ -24,6 +24,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from train.contract.signals import RECORD_EARLY
+
 SAFE_PATH = "import sys; sys.path.remove('') if '' in sys.path else None"
 """Python source that removes the current directory from ``sys.path`` (``-c``'s first entry)."""
 
@@ -32,16 +34,24 @@ BOOTSTRAP = SAFE_PATH + "; import runpy; runpy.run_module(sys.argv.pop(1), run_n
 without the current directory on ``sys.path``."""
 
 
+JOB_BOOTSTRAP = SAFE_PATH + "; " + RECORD_EARLY + "; import runpy; runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+""":data:`BOOTSTRAP` for a job's own processes: first of all it records the stop signals
+(USR2, TERM) that could otherwise end the job before its handlers exist
+(``train.contract.signals``)."""
+
+
 def module_argv(python: str, module: str, *args: str, unbuffered: bool = False) -> list[str]:
     """argv running ``python -m module args...`` with the current directory off ``sys.path``."""
     return [python, *(["-u"] if unbuffered else []), "-c", BOOTSTRAP, module, *args]
 
 
-def module_command(python_word: str, module: str, *words: str, unbuffered: bool = False) -> str:
-    """:func:`module_argv` as one shell line; ``python_word`` and ``words`` are shell words
-    already (quoted by the caller: a spec's python may hold ``$VAR`` meant to expand there)."""
+def job_command(python_word: str, module: str, *words: str, unbuffered: bool = False) -> str:
+    """One shell line running ``python -m module words...`` as a process of the job itself
+    (the scheduler signals it), through :data:`JOB_BOOTSTRAP`. ``python_word`` and ``words`` are
+    shell words already (quoted by the caller: a spec's python may hold ``$VAR`` meant to expand
+    there)."""
     flags = "-u " if unbuffered else ""
-    return " ".join([f"{python_word} {flags}-c {shlex.quote(BOOTSTRAP)} {module}", *words]).rstrip()
+    return " ".join([f"{python_word} {flags}-c {shlex.quote(JOB_BOOTSTRAP)} {module}", *words]).rstrip()
 
 
 def code_argv(python: str, code: str) -> list[str]:

@@ -43,6 +43,7 @@ from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
                             RunLocked, rundir)
+from train.contract import signals
 from train.contract.task_probe import isolate_task_imports
 
 
@@ -64,6 +65,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
 
     def __call__(self) -> dict[str, Any]:
+        signals.hold()  # until the trainer's handlers: a stop signal before them is not lost
         from cluster.spec import load_spec
         from train.trainer import Trainer  # torch is imported here, on the compute node
 
@@ -192,6 +194,7 @@ class CommandJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(CommandJob(self.run_dir))
 
     def __call__(self) -> dict[str, Any]:
+        signals.hold()  # until `forward` below: a stop signal before it is not lost
         from cluster.spec import load_spec
 
         check_snapshot()
@@ -207,7 +210,7 @@ class CommandJob(submitit.helpers.Checkpointable):
 
         def forward(signum: int, frame: Any) -> None:  # replaces submitit's checkpoint-and-requeue
             received.append(signum)
-            for child in children:  # none yet: the program sees the signal in `received` below
+            for child in children:  # none yet: the check below keeps the program from starting
                 try:
                     child.send_signal(signum)
                 except ProcessLookupError:
@@ -215,7 +218,15 @@ class CommandJob(submitit.helpers.Checkpointable):
 
         for signum in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(signum, forward)
+        signals.redeliver()
         argv = spec.argv()
+        if received:
+            # The warning (or a TERM) came before the program started: it would have no handler
+            # yet, and the signal would end it. Nothing ran, so nothing is lost: the run goes on
+            # from its last checkpoint, as if the program had checkpointed and exited 75.
+            reason = "SIGTERM" if signal.SIGTERM in received else "SIGUSR2"
+            _say(f"cluster-train: {reason} before the command started")
+            continue_after_checkpoint(run, spec, backend, env, reason)
         try:
             # Its own session: the scheduler's signals reach it once, forwarded from here. It gets
             # SIGTERM if this process dies (outside a scheduler's cgroup nothing else would stop it).
@@ -227,8 +238,6 @@ class CommandJob(submitit.helpers.Checkpointable):
             _say(f"cluster-train: {message}", stderr=True)
             raise CommandFailed(message) from None
         child = children[0]
-        if received:  # a signal came before the program existed: it gets it now
-            child.send_signal(received[-1])
         try:
             status = child.wait()
         except BaseException:

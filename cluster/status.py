@@ -151,7 +151,7 @@ def decide_state(record: dict[str, Any], job: JobInfo | None, run: Run) -> str:
         return "failed" if own in ("running", "requeued") and _forgotten_is_dead(record) else own
     if job.state == "ended":  # a local controller that exited, a PBS job qstat calls finished
         return own if own in TERMINAL_STATES else "failed"
-    if job.state == "pending" and (record.get("requeues") or 0) > 0:
+    if job.state == "pending" and (own == "requeued" or (record.get("requeues") or 0) > 0):
         return "requeued"
     if job.state == "completed" and own != "completed":
         # The job step exited 0 without finishing the training (stopped on a signal).

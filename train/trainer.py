@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from train import checkpoint, runfiles
+from train.contract import signals
 from train.device import determinism_record, enforce_determinism, resolve_device
 from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
@@ -400,6 +401,7 @@ class Trainer:
 
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(sig, handler)
+        signals.redeliver()  # one that came before (the job's bootstrap recorded it)
 
     def _restore_rng(self, rng: dict, device: torch.device, global_step: int) -> None:
         """Put back the RNG streams that dropout draws from, as the checkpoint saved them."""

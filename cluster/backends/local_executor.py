@@ -24,7 +24,7 @@ from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE, Controller, LocalJob
 
 from cluster.backends.base import pid_alive
 from cluster.backends.script import python_for
-from cluster.isolate import module_argv, module_command
+from cluster.isolate import job_command, module_argv
 from train.contract import CONTROLLER_LOG, LOGS_DIR, RUN_DIR_ENV, RUN_JSON
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class LocalExecutor(submitit.LocalExecutor):
     @property
     def _submitit_command_str(self) -> str:
         # The tasks' command: submitit's entrypoint without the submit directory on sys.path.
-        return module_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+        return job_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
 
     def _submit_command(self, command: str) -> LocalJob:
         folder = Path(self.folder)

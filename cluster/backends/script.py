@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cluster.isolate import module_command
+from cluster.isolate import job_command
 from train.contract import ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, RUN_DIR_ENV, SPEC_FILE
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def standalone_command(spec: JobSpec, backend: Backend, dialect: str) -> list[st
     else:
         # Not `python -m train`: that puts the submit directory first on sys.path, where a
         # user's train.py would be imported instead of the toolkit (cluster.isolate).
-        run = [module_command(python, "train", f'--config "$RUN_DIR/{SPEC_FILE}"', '--run-dir "$RUN_DIR"') + " &"]
+        run = [job_command(python, "train", f'--config "$RUN_DIR/{SPEC_FILE}"', '--run-dir "$RUN_DIR"') + " &"]
         forward = "# Forward the scheduler's warning to the trainer, which checkpoints at the next step."
     return [
         "# --- run: the resolved spec travels inside this script",

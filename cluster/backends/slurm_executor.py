@@ -11,7 +11,7 @@ from submitit.core import utils
 
 from cluster.backends.base import Backend, submit_array
 from cluster.backends.script import JobOptions, build_script, python_word
-from cluster.isolate import module_command
+from cluster.isolate import job_command
 from train.contract import RUN_DIR_ENV
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class SlurmExecutor(submitit.SlurmExecutor):
     def _submitit_command_str(self) -> str:
         # submitit's own is `python -u -m submitit.core._submit FOLDER`, which puts the submit
         # directory first on sys.path: a user's submitit.py or train.py there would be imported.
-        return module_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+        return job_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
         """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""

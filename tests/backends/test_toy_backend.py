@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from submitit.core import core
 
-from cluster.isolate import module_command
+from cluster.isolate import job_command
 from cluster import backends
 from cluster.backends import Backend, JobInfo
 from cluster.backends.base import run_command
@@ -120,7 +120,7 @@ def test_toy_backend_renders_and_submits(toy: Path, capsys: pytest.CaptureFixtur
     assert main(["render", SMOKE, "--scheduler", "toy"]) == 0
     script = capsys.readouterr().out
     assert "#TOY name=smoke\n#TOY cpus=1\n" in script
-    assert "export TMPDIR=" in script and module_command("python3", "train") in script  # the shared template did the rest
+    assert "export TMPDIR=" in script and job_command("python3", "train") in script  # the shared template did the rest
 
     assert main(["submit", SMOKE, "--executor", "toy"]) == 0
     out = capsys.readouterr().out

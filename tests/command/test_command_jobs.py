@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -152,17 +153,77 @@ def test_torque_qsub_continues_in_new_jobs(tmp_path: Path) -> None:
 @pytest.mark.slow  # a paced program over several attempts
 def test_local_executor_restarts_on_usr2(tmp_path: Path) -> None:
     # The local executor warns 48 s before its 1-minute timeout: USR2 12 s into each attempt,
-    # forwarded to the program, which checkpoints and exits 75 (its own margin is off).
+    # forwarded to the program, which checkpoints and exits 75 (its own margin is off). On a
+    # machine so loaded that an attempt's program was not yet running when the warning came
+    # (USR2's default action then ends it, as it should), the warning comes later.
     command = [*PACED[:-1], "0"]
-    spec = write_spec(tmp_path, "contract-local", command, scheduler={"kind": "local", "signal_seconds": 48})
-    proc = cluster_cmd("submit", str(spec), "--wait", cwd=tmp_path, timeout=600)
+    for seconds in (48, 36, 24):
+        work = tmp_path / f"warn-{seconds}"
+        work.mkdir()
+        spec = write_spec(work, "contract-local", command, scheduler={"kind": "local", "signal_seconds": seconds})
+        proc = cluster_cmd("submit", str(spec), "--wait", cwd=work, timeout=600)
+        run = last_run(work)
+        attempts = len(run.read().get("attempts", []))
+        logs = cluster_cmd("logs", str(run.path), cwd=work).stdout
+        if proc.returncode == 0 or f"attempt {attempts}: starting at step" in logs:
+            break
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = last_run(tmp_path)
     record = run.read()
     assert record["state"] == "completed" and record["scheduler"] == "local"
     assert record["requeues"] >= 1 and len(record["attempts"]) == record["requeues"] + 1
-    check_same_result(run, tmp_path)
-    assert "checkpointed (SIGUSR2); requeueing job" in cluster_cmd("logs", str(run.path), cwd=tmp_path).stdout
+    check_same_result(run, work)
+    assert "checkpointed (SIGUSR2); requeueing job" in logs
+
+
+def _job_process(run: Run, timeout: float) -> int:
+    """The pid of the run's job process (submitit's entry point) as soon as it exists."""
+    wanted = f"submitit.core._submit\0{run.logs_dir}\0".encode()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and wanted in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except OSError:
+                continue
+        time.sleep(0.002)
+    raise AssertionError(f"no job process for {run.path} within {timeout} s")
+
+
+def _catches_usr2(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone: the signal would find nothing either way
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signal.SIGUSR2 - 1) & 1)
+
+
+def test_a_usr2_before_the_program_starts_continues_the_run_without_starting_it(tmp_path: Path) -> None:
+    # The warning comes while the job is still starting (importing, reading its spec): the
+    # program is not started only to be ended by a signal it has no handler for yet. That
+    # attempt ends as a checkpointed one would; the next one runs the program. Sent as soon as
+    # the job's bootstrap records USR2, normally long before the program starts; a machine
+    # slow enough to let the program start first is tried again.
+    for tries in range(3):
+        work = tmp_path / f"try-{tries}"
+        work.mkdir()
+        spec = write_spec(work, "early", [sys.executable, CONTRACT, "--steps", "{steps}", "--lr", "{lr}"],
+                          scheduler={"kind": "local"})
+        assert cluster_cmd("submit", str(spec), cwd=work).returncode == 0
+        run = last_run(work)
+        pid = _job_process(run, 120)
+        wait_until(lambda: _catches_usr2(pid), 60, "the job's bootstrap", poll=0.002)
+        os.kill(pid, signal.SIGUSR2)
+        wait_until(lambda: run.read().get("state") in ("completed", "failed"), 300, "the run to end")
+        logs = cluster_cmd("logs", str(run.path), cwd=work).stdout
+        if "attempt 1: starting at step" not in logs:
+            break
+    record = run.read()
+    assert record["state"] == "completed" and record["requeues"] == 1, record
+    assert "cluster-train: SIGUSR2 before the command started" in logs
+    assert "attempt 2: starting at step 0" in logs
+    check_same_result(run, work)
 
 
 AWKWARD = ["two words", "it's \"quoted\"", "$HOME ${{PATH}}", "`touch pwned`", "$(touch pwned)",

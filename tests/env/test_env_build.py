@@ -24,7 +24,7 @@ import pytest
 from env.helpers import repack_wheel, small_dir
 from support import slurm as sh
 from support.runs import REPO, cluster_cmd
-from cluster.isolate import BOOTSTRAP
+from cluster.isolate import JOB_BOOTSTRAP
 from cluster.runs import Run
 
 # One worker under pytest -n (--dist loadgroup): the module fixture `built` creates a venv once.
@@ -108,7 +108,7 @@ def test_a_slurm_job_runs_in_the_venv(built):
     prefixes = _prefixes(run_dir)
     assert prefixes and set(prefixes) == {str(built["venv"])}, prefixes
     script = Run(run_dir).script_path
-    assert f'"{built["venv"]}/bin/python" -u -c {shlex.quote(BOOTSTRAP)} submitit.core._submit' in script.read_text()
+    assert f'"{built["venv"]}/bin/python" -u -c {shlex.quote(JOB_BOOTSTRAP)} submitit.core._submit' in script.read_text()
 
 
 @pytest.mark.slow  # builds a venv

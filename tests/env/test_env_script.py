@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.isolate import BOOTSTRAP, module_command
+from cluster.isolate import JOB_BOOTSTRAP, job_command
 from cluster.backends import render
 from cluster.backends.script import EXIT_SETUP_FAILED, python_for, python_word
 from cluster.cli import main
@@ -41,7 +41,7 @@ def test_golden_venv_script(scheduler, capsys):
         path.write_text(out)
     assert out == path.read_text(), f"{path.name} differs: review, then UPDATE_GOLDEN=1"
     # activation comes after the module loads (the venv may be built on a module's Python)
-    assert out.index("module load") < out.index('export VIRTUAL_ENV="$HOME/venvs/smoke"') < out.index(module_command("python3", "train"))
+    assert out.index("module load") < out.index('export VIRTUAL_ENV="$HOME/venvs/smoke"') < out.index(job_command("python3", "train"))
 
 
 def test_spec_round_trip_and_the_pythons():
@@ -100,7 +100,7 @@ def test_script_runs_the_job_in_the_venv(tmp_path):
     check, job = (home / "python.log").read_text().splitlines()
     assert check.startswith(f"{venv}/bin/python -c ")
     run_dir = tmp_path / "run"
-    assert job == (f"{venv}/bin/python3 -c {BOOTSTRAP} train --config {run_dir}/spec.yaml --run-dir {run_dir} "
+    assert job == (f"{venv}/bin/python3 -c {JOB_BOOTSTRAP} train --config {run_dir}/spec.yaml --run-dir {run_dir} "
                    f"VIRTUAL_ENV={venv} PATH={venv}/bin")
 
 

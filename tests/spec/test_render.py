@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.isolate import BOOTSTRAP
+from cluster.isolate import JOB_BOOTSTRAP
 from cluster.cli import main
 from cluster.backends import render, render_script
 from cluster.backends.script import JobOptions
@@ -280,7 +280,7 @@ def test_script_runs_setup_then_training(tmp_path, scheduler):
     assert (home / "module.log").read_text() == "module load gcc/12\nmodule load cuda/11.1\n"
     assert (home / "setup.log").read_text() == f"setup sees TMPDIR={home}/scratch/tmp DATA={home}/data\n"
     run_dir = tmp_path / "run"
-    assert (home / "python.args").read_text() == f"-c {BOOTSTRAP} train --config {run_dir}/spec.yaml --run-dir {run_dir}\n"
+    assert (home / "python.args").read_text() == f"-c {JOB_BOOTSTRAP} train --config {run_dir}/spec.yaml --run-dir {run_dir}\n"
     # the resolved spec travels inside the script and loads back to the same spec
     assert (run_dir / "spec.yaml").read_text() == spec.to_yaml()
     assert load_spec(run_dir / "spec.yaml").to_yaml() == spec.to_yaml()

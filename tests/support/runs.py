@@ -86,24 +86,49 @@ def reference_sha(spec: Path, overrides: list[str], scratch: Path | None = None)
     return _reference(str(spec), only_train, str(scratch))
 
 
-def steps_per_attempt(workdir: Path, spec: str, args: list[str], samples: int) -> int:
+class NothingTrained(AssertionError):
+    """No calibration attempt trained a step before it was stopped."""
+
+
+def steps_per_attempt(workdir: Path, spec: str, args: list[str], samples: int, tries: int = 3) -> int:
     """Measured here and now: how many optimizer steps one attempt of a short-walltime job
     trains before it stops (``args`` carry the executor and the walltime settings).
 
     Tests that need a given number of requeues size their work from this, not from the
-    speed of the machine they were written on.
+    speed of the machine they were written on. An attempt may train nothing (Slurm may send
+    its warning up to a minute early; a loaded machine may still be importing torch when the
+    warning comes): then it is measured again, up to ``tries`` attempts in all.
     """
     from train.runfiles import resume_point
 
-    calibrate = workdir / "calibrate"
-    calibrate.mkdir(parents=True, exist_ok=True)
-    sets = ["train.epochs=100000", f"train.data.samples={samples}", "scheduler.max_requeues=0"]
-    proc = cluster_cmd("submit", spec, *args, *[a for s in sets for a in ("--set", s)], "--wait",
-                       cwd=calibrate, timeout=1800)
-    assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    point = resume_point(last_run(calibrate).path)
-    assert point and point["global_step"] > 0, "the calibration attempt trained nothing before it stopped"
-    return point["global_step"]
+    for n in range(tries):
+        calibrate = workdir / f"calibrate-{n}"
+        calibrate.mkdir(parents=True, exist_ok=True)
+        sets = ["train.epochs=100000", f"train.data.samples={samples}", "scheduler.max_requeues=0"]
+        proc = cluster_cmd("submit", spec, *args, *[a for s in sets for a in ("--set", s)], "--wait",
+                           cwd=calibrate, timeout=1800)
+        assert proc.returncode != 0 and "out of requeues (0)" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        point = resume_point(last_run(calibrate).path)
+        if point and point["global_step"] > 0:
+            return point["global_step"]
+    raise NothingTrained(f"{tries} calibration attempt(s) trained nothing before they stopped")
+
+
+def local_walltime(workdir: Path, spec: str, samples: int) -> tuple[int, list[str]]:
+    """The local executor's shortest attempts that train something here and now: a 1-minute
+    walltime with the warning 48 s before it (12-second attempts), or, on a machine so loaded
+    that such an attempt ends before its first step, 36 then 24 s before it.
+
+    Returns the steps one attempt trained and the ``--set`` values of that walltime.
+    """
+    for seconds in (48, 36, 24):
+        sets = ["resources.time=1", f"scheduler.signal_seconds={seconds}"]
+        args = ["--executor", "local", *[a for s in sets for a in ("--set", s)]]
+        try:
+            return steps_per_attempt(workdir / f"warn-{seconds}", spec, args, samples, tries=1), sets
+        except NothingTrained:
+            continue
+    raise NothingTrained("even 36-second attempts of the local executor trained nothing")
 
 
 def counting_wrappers(directory: Path, commands: list[str]) -> tuple[str, Path]:

@@ -33,7 +33,7 @@ from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
 from cluster.backends.pbs.script import SCRIPTS
 from cluster.backends.pbs.watcher import PBSInfoWatcher
 from cluster.backends.script import JobOptions, build_script, python_for, shell_path
-from cluster.isolate import module_command
+from cluster.isolate import job_command
 from cluster.units import parse_memory, parse_walltime
 from train.contract import RUN_DIR_ENV
 
@@ -176,7 +176,7 @@ class PBSExecutor(core.PicklingExecutor):
         from_spec = self.spec and (self.spec.environment.python or self.spec.environment.venv)
         python = shell_path(self.python) if from_spec else shlex.quote(self.python)
         # Not `python -m`: the submit directory must not come first on sys.path (cluster.isolate).
-        return module_command(python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+        return job_command(python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
         if len(delayed_submissions) == 1:

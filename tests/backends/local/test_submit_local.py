@@ -13,7 +13,7 @@ import pytest
 from cluster.runs import Run
 from cluster.status import rows_for
 from train.runfiles import resume_point
-from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
+from support.runs import REPO, cluster_cmd, last_run, local_walltime, reference_sha, wait_until
 
 SMOKE = str(REPO / "jobs/smoke.yaml")
 
@@ -33,15 +33,16 @@ def _sets_args(sets: list[str]) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-# A 1-minute walltime with the warning 48 s before it: the local executor sends USR2 12 s into
-# each attempt; the trainer checkpoints and exits for requeue; the controller starts it again.
-TIMEOUT_SETS = ["resources.time=1", "scheduler.signal_seconds=48"]
-SAMPLES = 20000  # 500 steps per epoch
+# A 1-minute walltime with the warning 48 s before it (support.runs.local_walltime): the local
+# executor sends USR2 12 s into each attempt; the trainer checkpoints and exits for requeue; the
+# controller starts it again.
+SAMPLES = 20000
+STEPS_PER_EPOCH = 500  # 16,000 training samples (a fifth is the validation split), batches of 32
 
 
-def _timeout_run(workdir: Path, epochs: int) -> Run:
-    """Submit ``epochs`` epochs with the 12-second attempts and wait; check the run ended exactly."""
-    sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *TIMEOUT_SETS, "scheduler.max_requeues=60"]
+def _timeout_run(workdir: Path, epochs: int, walltime: list[str]) -> Run:
+    """Submit ``epochs`` epochs with the short attempts and wait; check the run ended exactly."""
+    sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *walltime, "scheduler.max_requeues=60"]
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), "--wait", cwd=workdir,
                        timeout=2400)
     run = last_run(workdir)
@@ -61,15 +62,15 @@ def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     # more than submitit's own controller would ever start (six). A machine that speeds up
     # between the measurement and the run (other work ended) may need fewer: then the work is
     # sized again from what the run itself did per attempt, and the run repeated.
-    steps = steps_per_attempt(workdir, SMOKE, ["--executor", "local", *_sets_args(TIMEOUT_SETS)], SAMPLES)
+    steps, walltime = local_walltime(workdir, SMOKE, SAMPLES)
     tried = []
     for _ in range(3):
-        epochs = -(-10 * steps // 500)
-        attempts = len(_timeout_run(workdir, epochs).read()["attempts"])
+        epochs = -(-10 * steps // STEPS_PER_EPOCH)
+        attempts = len(_timeout_run(workdir, epochs, walltime).read()["attempts"])
         tried.append(f"{epochs} epochs: {attempts} attempts")
         if attempts > 6:
             return
-        steps = max(1, epochs * 500 // attempts)
+        steps = max(1, epochs * STEPS_PER_EPOCH // attempts)
     raise AssertionError(f"never needed more than six attempts ({'; '.join(tried)})")
 
 
@@ -176,7 +177,7 @@ def test_two_runs_submitted_at_once_never_share_a_directory(workdir: Path) -> No
 
 @pytest.mark.slow  # trains on the local executor, and its reference
 def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -> None:
-    sets = ["train.epochs=16", "train.data.samples=20000"]
+    sets = ["train.epochs=6", "train.data.samples=20000"]  # killed after the first of six epochs
     proc = cluster_cmd("submit", SMOKE, "--executor", "local", *_sets_args(sets), cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
@@ -189,6 +190,6 @@ def test_killing_the_local_controller_takes_its_trainer_with_it(workdir: Path) -
     resumed = cluster_cmd("resume", str(run.path), "--wait", cwd=workdir, timeout=1800)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     epochs_seen = [json.loads(l)["epoch"] for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert epochs_seen == list(range(1, 17)), "an epoch was lost or written twice"
+    assert epochs_seen == list(range(1, 7)), "an epoch was lost or written twice"
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["weights_sha256"] == reference_sha(REPO / "jobs/smoke.yaml", sets)

@@ -85,7 +85,7 @@ train:
     deadline_margin_seconds: 10.0
 CLUSTER_TRAIN_SPEC
 fi
-python3 -c 'import sys; sys.path.remove('"'"''"'"') if '"'"''"'"' in sys.path else None; import runpy; runpy.run_module(sys.argv.pop(1), run_name='"'"'__main__'"'"', alter_sys=True)' train --config "$RUN_DIR/spec.yaml" --run-dir "$RUN_DIR" &
+python3 -c 'import sys; sys.path.remove('"'"''"'"') if '"'"''"'"' in sys.path else None; import signal, types; early = sys.modules.setdefault('"'"'_cluster_early_signals'"'"', types.ModuleType('"'"'_cluster_early_signals'"'"')); early.received = []; [signal.signal(s, lambda n, f, r=early.received: r.append(n)) for s in (signal.SIGUSR2, signal.SIGTERM)]; import runpy; runpy.run_module(sys.argv.pop(1), run_name='"'"'__main__'"'"', alter_sys=True)' train --config "$RUN_DIR/spec.yaml" --run-dir "$RUN_DIR" &
 child=$!
 # Forward the scheduler's warning to the trainer, which checkpoints at the next step.
 trap 'kill -USR2 "$child" 2>/dev/null' USR2 TERM
