@@ -158,7 +158,9 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
                             "(the tasks of one array job share its resources)", spec.source)
     points = grid_points(grid)
     backend = backends.resolve(executor or spec.scheduler.kind)
-    sweep_dir = new_run_dir(spec.runs_dir_path(), f"{spec.name}-sweep")
+    runs_root = Path(spec.runs_dir_path())
+    made_root = not runs_root.exists()
+    sweep_dir = new_run_dir(runs_root, f"{spec.name}-sweep")
     arrays: list[str] = []
     try:
         runs = _prepare_tasks(spec, backend.kind, sweep_dir, points)
@@ -168,6 +170,9 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
             with contextlib.suppress(Exception):
                 backend.cancel(array_id, Run(sweep_dir))
         shutil.rmtree(sweep_dir, ignore_errors=True)
+        if made_root:  # nothing left behind: not even the runs/ folder this sweep made
+            with contextlib.suppress(OSError):
+                runs_root.rmdir()  # only while empty
         raise
     _record_jobs(sweep_dir, runs, jobs)
     write_atomic(sweep_dir / SWEEP_JSON, json.dumps({
@@ -190,9 +195,14 @@ def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[
 
     def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
         index, point = task
+        try:
+            task_spec = apply_overrides(spec, point)
+        except SpecError as err:  # which point: the grid's values are checked one point at a time
+            words = " ".join(f"{k}={v}" for k, v in point.items())
+            raise SpecError(err.key, err.message, f"{spec.source} (sweep point {index}: {cut(words, 80)})") from None
         task_dir = sweep_dir / _task_name(index, point)
         task_dir.mkdir()
-        return prepare_run(apply_overrides(spec, point), kind, task_dir, durable=False, extra={
+        return prepare_run(task_spec, kind, task_dir, durable=False, extra={
             "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": logs})
 
     runs = _for_each_task(prepare_task, enumerate(points))

@@ -77,6 +77,15 @@ def test_sweep_rejects_keys_outside_train(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+def test_a_refused_sweep_point_names_itself_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    proc = _run(["submit", str(REPO / "jobs/smoke.yaml"), "--executor", "local",
+                 "--sweep", "train.lr=0.1,-5,0.01"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr == (f"{REPO}/jobs/smoke.yaml (sweep point 1: train.lr=-5): "
+                           "train.lr: must be a positive number (got -5.0)\n"), proc.stderr
+    assert not (tmp_path / "runs").exists(), "the refused sweep left its runs/ folder"
+
+
 @pytest.mark.slurm
 @pytest.mark.serial  # lowers the cluster's MaxArraySize (slurmctld restarts) for every test beside it
 def test_a_sweep_beyond_max_array_size_is_split_into_the_fewest_arrays(tmp_path: Path) -> None:
