@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -524,8 +523,9 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The library reports warnings through logging ("cluster"); they are one line on stderr.
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
+    # The library reports warnings through logging ("cluster"): with no handler configured,
+    # logging's last resort prints each as one line (the message alone) on stderr. Nothing is
+    # configured here, so that a command that warns of nothing never imports logging.
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)

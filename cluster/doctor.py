@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import subprocess
 import sys
@@ -271,7 +270,7 @@ def probe_verdict(spec: JobSpec, text: str) -> tuple[str, str, str]:
 
 def _probe_dir(spec: JobSpec) -> Path:
     root = spec.runs_dir_path() / ".doctor"
-    path = root / f"probe-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    path = root / f"probe-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
     path.mkdir(parents=True)
     return path.resolve()
 

@@ -20,7 +20,6 @@ Nothing here imports torch (pip and the venv's Python run as subprocesses).
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import shutil
 import stat
@@ -268,7 +267,7 @@ def on_queue(spec: JobSpec, echo: Callable[[str], None], python: str | None = No
     requirements = requirements_path(spec)  # checked before the job's folder is made
     if requirements is not None:  # the job may start in another directory
         spec = apply_overrides(spec, {"environment.requirements_file": str(requirements.resolve())})
-    folder = spec.runs_dir_path() / ".env" / f"env-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    folder = spec.runs_dir_path() / ".env" / f"env-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
     folder.mkdir(parents=True)
     folder = folder.resolve()
     spec_file = folder / "spec.yaml"

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -312,7 +311,7 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
-        path = root / f"{name}-{stamp}-{secrets.token_hex(3)}"
+        path = root / f"{name}-{stamp}-{os.urandom(3).hex()}"
         try:
             path.mkdir()
         except FileExistsError:

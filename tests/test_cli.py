@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import build_parser, main
+from support.runs import CLUSTER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +86,25 @@ def test_import_time_of_the_cli_has_no_torch():
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert "yaml" in imported  # the probe sees imports at all
     assert not imported & {"torch", "numpy"}
+
+
+def test_a_library_warning_is_one_line_on_stderr(tmp_path: Path) -> None:
+    # The cli configures no logging (a command that warns of nothing never imports it):
+    # logging's last resort prints the "cluster" logger's warning as its message alone.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct", "scontrol"):
+        (bin_dir / name).write_text('#!/bin/sh\necho "slurm_load_jobs error: Unable to contact slurm controller" >&2\nexit 1\n')
+        (bin_dir / name).chmod(0o755)
+    run_dir = tmp_path / "run1"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_id": "run1", "name": "x", "scheduler": "slurm", "created": "2026-12-07T00:00:00+00:00",
+        "state": "running", "jobs": [{"job_id": "123", "submitted": "2026-12-07T00:00:00+00:00", "reason": "submit"}],
+        "attempts": [], "requeues": 0}))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([*CLUSTER, "status", str(run_dir)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.endswith("states of slurm runs come from their run directories\n"), proc.stderr
+    assert "running" in proc.stdout

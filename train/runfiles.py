@@ -31,7 +31,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import socket
 import zlib
 from collections.abc import Callable, Iterator
@@ -71,7 +70,7 @@ def link_atomic(src: str | Path, dst: str | Path) -> None:
     name of the same file does nothing and leaves both names.
     """
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{secrets.token_hex(6)}")
+    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}.{os.urandom(6).hex()}")
     try:
         os.link(src, tmp, follow_symlinks=False)
     except OSError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
+import os
 import shlex
 import time
 from pathlib import Path
@@ -279,7 +279,7 @@ def _follow(run: RemoteRun, transport: Transport, flags: list[str], tail: int | 
     connection prints the history once more before a marker line, so that ``--tail`` can cut it
     here and the stream still knows how much it has shown."""
     host = run.host
-    marker = f"----- cluster-train remote history end {secrets.token_hex(8)} -----\n".encode()
+    marker = f"----- cluster-train remote history end {os.urandom(8).hex()} -----\n".encode()
     follow = shlex.join(["env", *[f"{k}={v}" for k, v in host.env.items()],
                          *_cluster(host, "logs", run.remote_dir, *flags, "--follow")])
     history = shlex.join(["env", *[f"{k}={v}" for k, v in host.env.items()],

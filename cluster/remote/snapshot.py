@@ -23,7 +23,6 @@ import io
 import json
 import os
 import posixpath
-import secrets
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -188,7 +187,7 @@ def send(snap: Snapshot, transport: Transport, echo: Callable[[str], None]) -> d
     if state["free"] < snap.size * 2 + 2**20:
         raise RemoteError(f"{host.name}: remote disk full ({state['free'] // 2**20} MiB free under {host.workdir}, "
                           f"the snapshot needs {snap.size // 2**20 + 1} MiB); free space there, then retry")
-    incoming = f"{state['snapshots']}/.incoming-{snap.id}-{secrets.token_hex(4)}"
+    incoming = f"{state['snapshots']}/.incoming-{snap.id}-{os.urandom(4).hex()}"
     try:
         if state["rsync"] and _have_rsync():
             sent = _rsync(snap, transport, incoming, [f"../{r}" for r in state["recent"]])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import time
 from pathlib import Path
@@ -208,7 +207,7 @@ def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(6)}")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.urandom(6).hex()}")
     try:
         with open(tmp, "xb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)

@@ -7,7 +7,6 @@ checkpointed stop (PBS jobs cannot requeue themselves) and the doctor checks.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -33,6 +32,8 @@ def pbs_jobs(job_ids: list[str], flavor: str) -> dict[str, JobInfo]:
     died without saying so), which is all Slurm's Torque wrapper allows: it shows
     ``C`` with no exit status for every finished job.
     """
+    import logging
+
     from cluster.backends.pbs.watcher import PBSInfoWatcher  # submitit's watcher: only to query
 
     ids = [str(j) for j in job_ids]
