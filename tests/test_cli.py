@@ -108,3 +108,4 @@ def test_a_library_warning_is_one_line_on_stderr(tmp_path: Path) -> None:
     assert proc.stderr.startswith("warning: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.endswith("states of slurm runs come from their run directories\n"), proc.stderr
     assert "running" in proc.stdout
+

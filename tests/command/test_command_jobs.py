@@ -28,8 +28,9 @@ from cluster.runs import Run
 from support import slurm as sh
 from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, wait_until
 
-# One worker under pytest -n (--dist loadgroup): the module fixture `ignoring_run` submits a job once.
-pytestmark = pytest.mark.xdist_group("command-jobs")
+# The two tests of the module fixture `ignoring_run` (it submits a job once) share one worker
+# under pytest -n --dist loadgroup; the others spread.
+IGNORING_RUN = pytest.mark.xdist_group("command-jobs-ignoring-run")
 
 CONTRACT = str(REPO / "examples/contract_train.py")
 STEPS = 120
@@ -101,6 +102,7 @@ def ignoring_run(slurm_cluster, tmp_path_factory) -> tuple[Run, Path]:
 
 
 @pytest.mark.slurm
+@IGNORING_RUN
 def test_slurm_walltime_and_scontrol_requeue_end_like_an_uninterrupted_run(tmp_path: Path, ignoring_run) -> None:
     spec = write_spec(tmp_path, "contract", PACED)
     proc = cluster_cmd("submit", str(spec), "--executor", "slurm", cwd=tmp_path, timeout=120)
@@ -262,6 +264,7 @@ def test_vars_sweep_is_one_sbatch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slurm
+@IGNORING_RUN
 def test_a_command_that_ignores_the_contract_gets_logs_state_and_a_diagnosis(ignoring_run) -> None:
     run, tmp = ignoring_run
     sh.wait_job(run.current_job_id(), timeout=240)

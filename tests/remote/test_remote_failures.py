@@ -19,9 +19,9 @@ import yaml
 from support.runs import CLUSTER
 from support.sshd import free_port
 
-# One sshd, one test user and one sshd log (authentications are counted there): never beside
-# another worker (CI saw xdist_group spread these over three workers, whose sshd setups clashed).
-pytestmark = [pytest.mark.ssh, pytest.mark.serial]
+# One sshd, one test user and one sshd log (authentications are counted there): every remote
+# test on one worker (the same xdist_group in both modules).
+pytestmark = [pytest.mark.ssh, pytest.mark.xdist_group("remote")]
 
 HOST = "ct-test"
 

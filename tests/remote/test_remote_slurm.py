@@ -22,9 +22,9 @@ from support import slurm as sh
 from support.runs import CLUSTER, REPO, calls, counting_wrappers, reference_sha, wait_until
 from support.sshd import as_user
 
-# One sshd, one test user and one sshd log (authentications are counted there): never beside
-# another worker (CI saw xdist_group spread these over three workers, whose sshd setups clashed).
-pytestmark = [pytest.mark.ssh, pytest.mark.slurm, pytest.mark.serial]
+# One sshd, one test user and one sshd log (authentications are counted there): every remote
+# test on one worker (the same xdist_group in both modules).
+pytestmark = [pytest.mark.ssh, pytest.mark.slurm, pytest.mark.xdist_group("remote")]
 
 HOST = "ct-test"
 LONGER = ["train.epochs=10", "train.data.samples=20000"]
