@@ -71,7 +71,8 @@ def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
     run = Run(run_dir or new_run_dir(spec.runs_dir_path(), spec.name))
     write_atomic(run.spec_path, spec.to_yaml(), durable=durable)
     (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    run.logs_dir.mkdir(exist_ok=True)
+    if "logs_dir" not in (extra or {}):  # a sweep's tasks write to the sweep's logs/
+        run.logs_dir.mkdir(exist_ok=True)
 
     def init(record: dict[str, Any]) -> None:
         record.update({

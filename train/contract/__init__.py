@@ -206,10 +206,14 @@ def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -
     The temporary name is unique per call: concurrent writers never share one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.urandom(6).hex()}")
     try:
-        with open(tmp, "xb") as handle:
+        try:
+            handle = open(tmp, "xb")
+        except FileNotFoundError:  # the folder first (not on every write: a sweep writes thousands)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(tmp, "xb")
+        with handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             if durable:
                 handle.flush()
