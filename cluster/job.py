@@ -42,8 +42,7 @@ from cluster import backends
 from cluster.errors import ClusterError
 from cluster.runs import Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
-                            RunLocked, rundir)
-from train.contract import signals
+                            RunLocked, rundir, signals)
 from train.contract.task_probe import isolate_task_imports
 
 
