@@ -199,7 +199,8 @@ def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[
             task_spec = apply_overrides(spec, point)
         except SpecError as err:  # which point: the grid's values are checked one point at a time
             words = " ".join(f"{k}={v}" for k, v in point.items())
-            raise SpecError(err.key, err.message, f"{spec.source} (sweep point {index}: {cut(words, 80)})") from None
+            where = f"sweep point {index}: {cut(words, 80)}"
+            raise SpecError(err.key, err.message, f"{spec.source} ({where})" if spec.source else where) from None
         task_dir = sweep_dir / _task_name(index, point)
         task_dir.mkdir()
         return prepare_run(task_spec, kind, task_dir, durable=False, extra={

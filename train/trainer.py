@@ -39,10 +39,9 @@ import torch
 from torch import nn
 
 from train import checkpoint, runfiles
-from train.contract import signals
 from train.device import determinism_record, enforce_determinism, resolve_device
 from train.testhooks import pause_at
-from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError
+from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError, signals
 from train.contract.config import TrainConfig
 from train.contract.task import materialize_options, options_to_dict, resolve_task
 from train.distributed import Comm, World, process_group, rank_seed
