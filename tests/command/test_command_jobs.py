@@ -26,7 +26,7 @@ import yaml
 
 from cluster.runs import Run
 from support import slurm as sh
-from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, wait_until
+from support.runs import REPO, calls, cluster_cmd, counting_wrappers, drive, last_run, wait_until
 
 # The two tests of the module fixture `ignoring_run` (it submits a job once) share one worker
 # under pytest -n --dist loadgroup; the others spread.
@@ -58,20 +58,6 @@ def reference(tmp: Path, steps: int = STEPS, lr: float = 0.1) -> dict:
     subprocess.run([sys.executable, CONTRACT, "--steps", str(steps), "--lr", str(lr)], env=env, check=True,
                    capture_output=True, timeout=120)
     return json.loads((run_dir / "result.json").read_text())
-
-
-def drive(run: Run, timeout: float) -> dict:
-    """Wait for the run to end, letting requeued Slurm jobs start at once (not after ~2 minutes)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = run.read()
-        if record.get("state") in ("completed", "failed"):
-            return record
-        info = sh.show_job(run.current_job_id(record)) or {}
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            sh.make_eligible(run.current_job_id(record))
-        time.sleep(1)
-    raise AssertionError(f"run not ended after {timeout:.0f} s: {run.read()}")
 
 
 def status_row(run: Run, cwd: Path) -> dict:

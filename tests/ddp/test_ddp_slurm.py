@@ -65,9 +65,7 @@ def task_pids(run: Run) -> dict[int, int]:
 def finish(run: Run, job_id: str, timeout: float = 240) -> None:
     """Wait for the run to complete, letting requeued incarnations start at once."""
     def done() -> bool:
-        info = sh.show_job(job_id) or {}
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            sh.make_eligible(job_id)  # skip Slurm's ~2 minute hold after a requeue
+        sh.skip_requeue_hold(job_id)
         return run.read().get("state") in ("completed", "failed")
 
     wait_until(done, timeout, f"run {run.path.name} to end", poll=1)

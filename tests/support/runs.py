@@ -47,6 +47,21 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def drive(run: Run, timeout: float) -> dict:
+    """Wait for a Slurm run to end, letting each requeued job start at once (not after Slurm's
+    ~2 minute hold); its run.json. Fails when it has not ended within ``timeout`` seconds."""
+    from support import slurm as sh
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        record = run.read()
+        if record.get("state") in ("completed", "failed"):
+            return record
+        sh.skip_requeue_hold(run.current_job_id(record))
+        time.sleep(1)
+    raise AssertionError(f"run not ended after {timeout:.0f} s: {run.read()}")
+
+
 def session_scratch() -> Path:
     """A directory for this test session's reference runs, shared by its pytest-xdist workers
     (named by CLUSTER_TEST_SESSION, which tests/conftest.py sets before the workers start),

@@ -203,6 +203,14 @@ def make_eligible(job_id: str | int) -> None:
     run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=20)
 
 
+
+def skip_requeue_hold(job_id: str | int) -> None:
+    """A requeued job waits ~2 minutes before it may start (PENDING, Reason=BeginTime): let it
+    start now. Nothing for a job in any other state."""
+    info = show_job(job_id) or {}
+    if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+        make_eligible(job_id)
+
 def scancel(job_id: str | int) -> None:
     run(["scancel", str(job_id)], check=False, timeout=20)
 

@@ -35,9 +35,7 @@ def test_out_of_repo_task_requeued_by_scontrol_resumes_exactly(slurm_cluster, im
     sh.run(["scontrol", "requeue", job_id])  # SIGTERM, then requeued by Slurm
 
     def done() -> bool:
-        info = sh.show_job(job_id) or {}
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            sh.make_eligible(job_id)  # skip Slurm's hold after a requeue
+        sh.skip_requeue_hold(job_id)
         return run.read().get("state") in ("completed", "failed")
 
     wait_until(done, 300, "the requeued job to end", poll=1)

@@ -20,14 +20,16 @@ import types
 MODULE = "_cluster_early_signals"
 """The in-memory module (in ``sys.modules``) whose ``received`` list holds the recorded signals."""
 
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
 RECORD_EARLY = (
     "import signal, types; "
     f"early = sys.modules.setdefault({MODULE!r}, types.ModuleType({MODULE!r})); early.received = []; "
-    "[signal.signal(s, lambda n, f, r=early.received: r.append(n)) for s in (signal.SIGUSR2, signal.SIGTERM)]"
+    "[signal.signal(s, lambda n, f, r=early.received: r.append(n)) for s in "
+    f"({', '.join(f'signal.{s.name}' for s in STOP_SIGNALS)})]"
 )
-"""Python source (after ``import sys``) that records USR2 and TERM in ``sys.modules[MODULE].received``."""
-
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+"""Python source (after ``import sys``) that does what :func:`hold` does, for a bootstrap that has
+imported nothing yet: records :data:`STOP_SIGNALS` in ``sys.modules[MODULE].received``."""
 
 
 def _received() -> list[int]:

@@ -17,7 +17,7 @@ from cluster.runs import Run
 from cluster.spec import load_spec
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, last_run, reference_sha, steps_per_attempt, wait_until
+from support.runs import REPO, cluster_cmd, drive, last_run, reference_sha, steps_per_attempt, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -72,20 +72,6 @@ SAMPLES = 20000
 STEPS_PER_EPOCH = 500  # 16,000 training samples (a fifth is the validation split), batches of 32
 
 
-def _drive(run: Run, timeout: float) -> dict:
-    """Wait for the run to end, letting each requeued job start at once (not after Slurm's ~2 minute hold)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = run.read()
-        if record.get("state") in ("completed", "failed"):
-            return record
-        info = sh.show_job(run.current_job_id(record)) or {}
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            sh.make_eligible(run.current_job_id(record))
-        time.sleep(1)
-    return run.read()
-
-
 def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path) -> None:
     # The work is about three attempts' worth, measured here and now; a machine that speeds up
     # after the measurement (other work ended) may finish in one: then the work is tripled.
@@ -98,7 +84,7 @@ def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path
                            *[a for s in sets for a in ("--set", s)], cwd=workdir)
         assert proc.returncode == 0, proc.stderr
         run = last_run(workdir)
-        record = _drive(run, 2400)
+        record = drive(run, 2400)
         assert record["state"] == "completed", record
         if record["requeues"] >= 1:
             break
