@@ -432,11 +432,65 @@ _EXPAND = r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
     """Safe YAML, in the key order given: libyaml's emitter where PyYAML has it (the same text,
-    several times faster: a sweep writes one spec per task), else PyYAML's own."""
-    return yaml.dump(dict(data), Dumper=_SAFE_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    several times faster: a sweep writes one spec per task), else PyYAML's own.
+
+    Never with anchors and aliases (``&id001``/``*id001`` for a list that appears twice):
+    each value is written out where it is. So the text of a mapping is the texts of its
+    top-level keys one after the other, which a sweep uses (:class:`SpecTexts`)."""
+    return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class SpecTexts:
+    """The YAML text of many specs that differ from one base spec in a few values (a sweep's
+    tasks, one ``train.lr`` each), exactly as :meth:`JobSpec.to_yaml` writes it, for a
+    fraction of the cost: the text of a mapping is the texts of its keys one after the other
+    (:func:`dump_yaml` writes no aliases), so each top-level section, and each key of a
+    section, is written once for the base and again only where a spec's value differs."""
+
+    def __init__(self, base: JobSpec) -> None:
+        self.base = base.to_dict()
+        self.texts: dict[tuple[str, ...], str] = {}
+
+    def of(self, spec: JobSpec) -> str:
+        return "".join(self._section(key, value) for key, value in spec.to_dict().items())
+
+    def _section(self, key: str, value: Any) -> str:
+        base = self.base.get(key, _NOTHING)
+        if not isinstance(value, dict) or not value or not isinstance(base, dict) or _same(base, value):
+            return self._text((key,), value, base, {key: value})
+        # "train:\n" and then the section's keys, each at the indentation the whole dump gives it
+        return f"{key}:\n" + "".join(self._text((key, name), item, base.get(name, _NOTHING), {key: {name: item}})
+                                     for name, item in value.items())
+
+    def _text(self, path: tuple[str, ...], value: Any, base: Any, data: dict[str, Any]) -> str:
+        same = _same(base, value)
+        if same and path in self.texts:
+            return self.texts[path]
+        text = dump_yaml(data)
+        if len(path) == 2:  # the section's own line is written by _section
+            text = text.removeprefix(f"{path[0]}:\n")
+        if same:
+            self.texts[path] = text
+        return text
+
+
+_NOTHING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same types throughout (1, 1.0 and True are equal but written apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 # ---------------------------------------------------------------- loading
@@ -463,12 +517,41 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> JobSpec:
 
 
 def apply_overrides(spec: JobSpec, assignments: Mapping[str, Any]) -> JobSpec:
-    """A copy of ``spec`` with dotted keys set to already-parsed values (sweeps use this)."""
-    data = spec.to_dict()
+    """A copy of ``spec`` (without its ``sweep:``) with dotted keys set to already-parsed values.
+
+    Keys under ``train.`` of a train job (or ``vars.`` of a command job), a sweep's points, are
+    checked by validating that section again alone: the rest of ``spec`` is valid already,
+    and no rule of another section reads them. Any other key: the whole spec is validated
+    again. Both give the same spec, or the same error."""
+    section = _only_section(spec, assignments)
+    if section == "train":
+        data: dict[str, Any] = {"train": spec.train.to_dict()}
+    elif section == "vars":
+        data = {"vars": dict(spec.vars)}
+    else:
+        data = spec.to_dict()
     data.pop("sweep", None)
     for key, value in assignments.items():
         _set_dotted(data, key.split("."), value, key, spec.source)
-    return spec_from_dict(data, source=spec.source)
+    if not section:
+        return spec_from_dict(data, source=spec.source)
+    try:
+        _check_numbers(data, "")
+        if section == "train":
+            return dataclasses.replace(spec, train=_train_config(data), sweep=())
+        data["command"] = list(spec.command)  # the placeholders' rules read command and resources
+        data["resources"] = {"nodes": spec.resources.nodes, "tasks_per_node": spec.resources.tasks_per_node}
+        return dataclasses.replace(spec, **_command_sections(data), sweep=())
+    except SpecError as err:
+        raise err.with_file(spec.source) from None
+
+
+def _only_section(spec: JobSpec, assignments: Mapping[str, Any]) -> str | None:
+    """"train" (a train job) or "vars" (a command job) when every key is under it, else None."""
+    section = "vars" if spec.command else "train"
+    if assignments and all(key.startswith(section + ".") and key != section + "." for key in assignments):
+        return section
+    return None
 
 
 def _read_bytes(path: Path, where: str) -> bytes:

@@ -63,30 +63,28 @@ def scheduler_refusals(what: str = "job") -> Iterator[None]:
 
 
 def prepare_run(spec: JobSpec, kind: str, run_dir: Path | None = None,
-                extra: dict[str, Any] | None = None, *, durable: bool = True) -> Run:
-    """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys).
-
-    ``durable=False``: no fsync (a sweep makes all its tasks durable at once, see
-    :func:`cluster.runs.make_durable`)."""
+                extra: dict[str, Any] | None = None) -> Run:
+    """Create the run directory with the resolved spec and a fresh run.json (plus ``extra`` keys)."""
     run = Run(run_dir or new_run_dir(spec.runs_dir_path(), spec.name))
-    write_atomic(run.spec_path, spec.to_yaml(), durable=durable)
+    write_atomic(run.spec_path, spec.to_yaml())
     (run.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    if "logs_dir" not in (extra or {}):  # a sweep's tasks write to the sweep's logs/
-        run.logs_dir.mkdir(exist_ok=True)
-
-    def init(record: dict[str, Any]) -> None:
-        record.update({
-            "run_id": run.id, "name": spec.name, "scheduler": kind, "pbs_flavor": spec.scheduler.pbs_flavor,
-            "created": now_iso(), "state": "submitting", "jobs": [], "attempts": [], "requeues": 0,
-            "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
-            "epochs": None if spec.command else spec.train.epochs, "spec": SPEC_FILE,
-        })
-        if spec.command:
-            record.update(kind="command", command=spec.argv())
-        record.update(extra or {})
-
-    run.update(init, durable=durable)
+    run.logs_dir.mkdir(exist_ok=True)
+    run.update(lambda record: record.update(new_record(spec, kind, run.id, extra)))
     return run
+
+
+def new_record(spec: JobSpec, kind: str, run_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new run's run.json: nothing submitted yet (``state: submitting``), plus ``extra`` keys."""
+    record: dict[str, Any] = {
+        "run_id": run_id, "name": spec.name, "scheduler": kind, "pbs_flavor": spec.scheduler.pbs_flavor,
+        "created": now_iso(), "state": "submitting", "jobs": [], "attempts": [], "requeues": 0,
+        "max_requeues": spec.scheduler.max_requeues, "walltime_seconds": spec.resources.time_seconds,
+        "epochs": None if spec.command else spec.train.epochs, "spec": SPEC_FILE,
+    }
+    if spec.command:
+        record.update(kind="command", command=spec.argv())
+    record.update(extra or {})
+    return record
 
 
 def _copy_script(job: submitit.Job, run: Run) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +29,8 @@ from cluster.backends.base import poll
 from cluster.errors import SpecError
 from cluster.job import TrainJob, job_for
 from cluster.runs import Run, make_durable, new_run_dir, now_iso, write_atomic
-from cluster.spec import MAX_SWEEP_POINTS, JobSpec, apply_overrides, cut, parse_yaml
-from cluster.submit import prepare_run, scheduler_refusals
+from cluster.spec import MAX_SWEEP_POINTS, JobSpec, SpecTexts, apply_overrides, cut, parse_yaml
+from cluster.submit import new_record, scheduler_refusals
 from train.contract import LOGS_DIR, SUMMARY_FILE, SWEEP_JSON
 from train.contract.task_probe import isolate_task_imports
 
@@ -163,8 +164,8 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
     sweep_dir = new_run_dir(runs_root, f"{spec.name}-sweep")
     arrays: list[str] = []
     try:
-        runs = _prepare_tasks(spec, backend.kind, sweep_dir, points)
-        jobs = _submit_tasks(spec, backend, sweep_dir, runs, arrays)
+        tasks = _prepare_tasks(spec, backend.kind, sweep_dir, points)
+        jobs = _submit_tasks(spec, backend, sweep_dir, tasks, arrays)
     except BaseException:
         for array_id in arrays:  # a later array refused: the earlier ones must not run without their tasks
             with contextlib.suppress(Exception):
@@ -174,7 +175,10 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
             with contextlib.suppress(OSError):
                 runs_root.rmdir()  # only while empty
         raise
-    _record_jobs(sweep_dir, runs, jobs)
+    runs = [task.run for task in tasks]
+    script = sweep_dir / LOGS_DIR / f"{arrays[0]}_submission.sh"
+    if script.is_file() and not script.is_symlink():  # the sweep directory's own copy: its first array's
+        write_atomic(Run(sweep_dir).script_path, script.read_bytes())
     write_atomic(sweep_dir / SWEEP_JSON, json.dumps({
         "name": spec.name, "scheduler": backend.kind, "created": now_iso(), "job_id": arrays[0],
         "job_ids": arrays, "grid": {k: v for k, v in grid},
@@ -184,16 +188,31 @@ def submit_sweep(spec: JobSpec, sweep_args: list[str], executor: str | None = No
     return Sweep(sweep_dir, backend.kind, arrays[0], runs)
 
 
-def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[str, Any]]) -> list[Run]:
-    """Every task's run directory (resolved spec, run.json), made durable together.
+@dataclass
+class _Task:
+    """A task being submitted: its run directory and the run.json it is to get."""
 
-    Each point is the base spec with its swept keys set, validated once; the files are written
-    atomically without an fsync each, then one :func:`make_durable` commits them all before
-    the scheduler may start a task (an fsync per file cost seconds for a large sweep).
+    run: Run
+    record: dict[str, Any]
+
+
+def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[str, Any]]) -> list[_Task]:
+    """Every task's folder and spec.yaml, made durable at once; their run.json is written as
+    their job is submitted (:func:`_submit_tasks`).
+
+    A sweep's cost on the login node is its files (each new file, on a busy disk, waits for
+    the filesystem's journal), so a task gets only what it needs before it starts: its
+    folder, spec.yaml and run.json (its checkpoints/ the job makes; its logs are the
+    sweep's). Until its run.json exists a folder is no run that any command lists or reads,
+    so spec.yaml is written straight to its name; one syncfs commits them all
+    (:func:`make_durable`). Each point is the base spec with its swept keys set, only the
+    swept section validated again (:func:`apply_overrides`); its spec.yaml is the base's
+    text but where the values differ (:class:`SpecTexts`).
     """
+    texts = SpecTexts(spec)
     logs = str(sweep_dir / LOGS_DIR)
 
-    def prepare_task(task: tuple[int, dict[str, Any]]) -> Run:
+    def prepare_task(task: tuple[int, dict[str, Any]]) -> _Task:
         index, point = task
         try:
             task_spec = apply_overrides(spec, point)
@@ -201,33 +220,62 @@ def _prepare_tasks(spec: JobSpec, kind: str, sweep_dir: Path, points: list[dict[
             words = " ".join(f"{k}={v}" for k, v in point.items())
             where = f"sweep point {index}: {cut(words, 80)}"
             raise SpecError(err.key, err.message, f"{spec.source} ({where})" if spec.source else where) from None
-        task_dir = sweep_dir / _task_name(index, point)
-        task_dir.mkdir()
-        return prepare_run(task_spec, kind, task_dir, durable=False, extra={
-            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": logs})
+        run = Run(sweep_dir / _task_name(index, point))
+        run.path.mkdir()
+        with open(run.spec_path, "x", encoding="utf-8") as handle:
+            handle.write(texts.of(task_spec))
+        return _Task(run, new_record(task_spec, kind, run.id, {
+            "sweep": {"dir": str(sweep_dir), "index": index, "point": point}, "logs_dir": logs}))
 
-    runs = _for_each_task(prepare_task, enumerate(points))
+    (sweep_dir / LOGS_DIR).mkdir()
+    tasks = _for_each_task(prepare_task, enumerate(points))
     make_durable(sweep_dir)
-    return runs
+    return tasks
 
 
-def _submit_tasks(spec: JobSpec, backend: backends.Backend, sweep_dir: Path, runs: list[Run],
+def _submit_tasks(spec: JobSpec, backend: backends.Backend, sweep_dir: Path, tasks: list[_Task],
                   arrays: list[str]) -> list[submitit.Job]:
     """Submit the tasks: one sbatch (qsub) per array; each array's id is appended to ``arrays``
-    as soon as it exists. Without arrays (the local executor) one job trains them in turn."""
+    as soon as it exists. Without arrays (the local executor) one job trains them in turn.
+
+    An array's tasks get their run.json once the scheduler has named their jobs, and before
+    any of them can start: a task waits for its array's pickle (``cluster.backends.array_task``),
+    which is put in place only after (``before_start``). A job that may start at once (the
+    local executor's, an array of one) gets its run.json before it is submitted."""
     executor = backend.executor(spec, sweep_dir, array_parallelism=ARRAY_PARALLELISM)
     with scheduler_refusals("sweep"):
         if not backend.runs_arrays:
-            job = executor.submit(LocalSweepJob([str(r.path) for r in runs]))
+            _write_records(tasks)
+            job = executor.submit(LocalSweepJob([str(t.run.path) for t in tasks]))
             arrays.append(job.job_id)
-            return [job] * len(runs)
+            _for_each_task(lambda task: task.run.add_job(job.job_id, "submit", durable=False), tasks)
+            make_durable(sweep_dir)
+            return [job] * len(tasks)
         jobs: list[submitit.Job] = []
-        for chunk in array_chunks(runs, backend.max_array_size()):
+        for chunk in array_chunks(tasks, backend.max_array_size()):
+            if len(chunk) == 1:  # a single job (no array of one): it may start at once
+                _write_records(chunk)
+                job = executor.submit(job_for(spec, str(chunk[0].run.path)))
+                arrays.append(job.job_id)
+                chunk[0].run.add_job(job.job_id, "submit")
+                jobs.append(job)
+                continue
+
+            def before_start(submitted: list[submitit.Job], chunk: list[_Task] = chunk) -> None:
+                arrays.append(submitted[0].job_id.split("_")[0])  # cancelled if anything fails from here
+                _record_jobs(sweep_dir, chunk, submitted)
+
+            executor.before_start = before_start
             with executor.batch():
-                submitted = [executor.submit(job_for(spec, str(r.path))) for r in chunk]
-            arrays.append(submitted[0].job_id.split("_")[0])
-            jobs += submitted
+                jobs += [executor.submit(job_for(spec, str(t.run.path))) for t in chunk]
     return jobs
+
+
+def _write_records(tasks: list[_Task]) -> None:
+    """The tasks' run.json, for jobs that may start as soon as they are submitted."""
+    _for_each_task(lambda task: write_atomic(task.run.record_path, json.dumps(task.record, indent=2) + "\n",
+                                             durable=False), tasks)
+    make_durable(tasks[0].run.path.parent)
 
 
 def array_chunks(items: list[_T], limit: int | None) -> list[list[_T]]:
@@ -243,28 +291,35 @@ def array_chunks(items: list[_T], limit: int | None) -> list[list[_T]]:
     return chunks
 
 
-def _record_jobs(sweep_dir: Path, runs: list[Run], jobs: list[submitit.Job]) -> None:
-    """Each task's job id into its run.json and its array's script as its submitted.sh, then
-    all of it made durable at once (as :func:`_prepare_tasks` does)."""
-    scripts: dict[str, str] = {}
-    for job in jobs:
-        array_id = job.job_id.split("_")[0]
-        if array_id not in scripts:
-            script = sweep_dir / LOGS_DIR / f"{array_id}_submission.sh"
-            scripts[array_id] = script.read_text() if script.exists() else ""
-    first = scripts[jobs[0].job_id.split("_")[0]]
-    if first:  # the sweep directory's own copy: its first array's
-        write_atomic(Run(sweep_dir).script_path, first, durable=False)
+def _record_jobs(sweep_dir: Path, tasks: list[_Task], jobs: list[submitit.Job]) -> None:
+    """An array's tasks' run.json, each with its job, and the array's script as each task's
+    submitted.sh (a hard link to the script in the sweep's logs/, never written to; a copy
+    where links fail), all made durable at once. Called between the submission and the
+    moment the tasks can start (``before_start``), so no job writes run.json yet."""
+    array_id = jobs[0].job_id.split("_")[0]
+    script = sweep_dir / LOGS_DIR / f"{array_id}_submission.sh"
+    linkable = script.is_file() and not script.is_symlink()
+    submitted = now_iso()
 
-    def record(task: tuple[Run, submitit.Job]) -> None:
-        run, job = task
-        run.add_job(job.job_id, "submit", durable=False)
-        text = scripts[job.job_id.split("_")[0]]
-        if text:
-            write_atomic(run.script_path, text, durable=False)
+    def record(pair: tuple[_Task, submitit.Job]) -> None:
+        task, job = pair
+        task.record.update(state="pending", jobs=[{"job_id": str(job.job_id), "submitted": submitted,
+                                                   "reason": "submit"}])
+        write_atomic(task.run.record_path, json.dumps(task.record, indent=2) + "\n", durable=False)
+        if linkable:
+            _link_or_copy(script, task.run.script_path)
 
-    _for_each_task(record, zip(runs, jobs))
+    _for_each_task(record, zip(tasks, jobs))
     make_durable(sweep_dir)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` names ``source``'s bytes: a hard link (one directory entry, no new file), or,
+    where the filesystem refuses links, an atomic copy. Never through an existing ``target``."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # no hard links here (EPERM, EMLINK...), or a name there already
+        write_atomic(target, source.read_bytes(), durable=False)
 
 
 def wait_for_sweep(sweep: Sweep, interval: float = 2.0) -> list:

@@ -12,6 +12,7 @@ class attributes, as in submitit (``prefix = "#SBATCH"``): callers never test a 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -229,32 +230,49 @@ class Backend:
 
 
 def submit_array(array_ex: submitit.Executor, delayed_submissions: list, job_class: type,
-                 timeout_min: float) -> list:
+                 timeout_min: float, before_start: Callable[[list], None] | None = None) -> list:
     """Submit ``delayed_submissions`` as one array job of ``array_ex``; one submitit job per task.
 
-    As submitit does for Slurm: each task's pickle is written first under a temporary
-    name, the array is submitted once, then the pickles are renamed to ``<array>_<i>``.
+    Every task's submission goes into ONE file, written under a temporary name before the
+    array is submitted and renamed to ``<array>_tasks.pkl`` after; each task cuts its own
+    ``<array>_<i>_submitted.pkl`` from it as it starts (:mod:`cluster.backends.array_task`,
+    the array's entry point: ``array_ex.entry_module``), and waits for it until then. One
+    file, not one per task: a sweep's cost on the login node is its files. ``before_start``
+    gets the tasks' jobs between the submission and that rename: what it writes is there
+    before any task can start.
     """
     import uuid
 
     from submitit.core import utils
 
+    from cluster.backends.array_task import shared_pickle
+
     folder = utils.JobPaths.get_first_id_independent_folder(array_ex.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pickle_paths = []
     for delayed in delayed_submissions:
-        path = folder / f"{uuid.uuid4().hex}.pkl"
         delayed.set_timeout(timeout_min, array_ex.max_num_timeout)
-        delayed.dump(path)
-        pickle_paths.append(path)
-    array_ex.parameters["map_count"] = len(delayed_submissions)
-    first = array_ex._submit_command(array_ex._submitit_command_str)
-    parent = str(first.job_id).split("_")[0]
-    jobs = [job_class(folder=array_ex.folder, job_id=f"{parent}_{i}", tasks=list(range(first.num_tasks)))
-            for i in range(len(delayed_submissions))]
-    for job, path in zip(jobs, pickle_paths):
-        job.paths.move_temporary_file(path, "submitted_pickle")
+    tmp = folder / f".tmp-tasks-{uuid.uuid4().hex}.pkl"
+    try:
+        utils.cloudpickle_dump(list(delayed_submissions), tmp)
+        array_ex.parameters["map_count"] = len(delayed_submissions)
+        array_ex.entry_module = ARRAY_ENTRY
+        first = array_ex._submit_command(array_ex._submitit_command_str)
+        parent = str(first.job_id).split("_")[0]
+        jobs = [job_class(folder=array_ex.folder, job_id=f"{parent}_{i}", tasks=list(range(first.num_tasks)))
+                for i in range(len(delayed_submissions))]
+        if before_start is not None:
+            before_start(jobs)
+        os.replace(tmp, shared_pickle(folder, parent))
+    finally:
+        tmp.unlink(missing_ok=True)
     return jobs
+
+
+ARRAY_ENTRY = "cluster.backends.array_task"
+"""The module an array's tasks start with (instead of submitit's ``submitit.core._submit``)."""
+
+SUBMITIT_ENTRY = "submitit.core._submit"
+"""submitit's entry point of a job: its single jobs' and continuation links' module."""
 
 
 def carry_submission(folder: str | Path, job_key: str, new_key: str, script: Path) -> None:

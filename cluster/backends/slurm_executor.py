@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import submitit
 from submitit.core import utils
 
-from cluster.backends.base import Backend, submit_array
+from cluster.backends.base import SUBMITIT_ENTRY, Backend, submit_array
 from cluster.backends.script import JobOptions, build_script, python_word
 from cluster.isolate import job_command
 from train.contract import RUN_DIR_ENV
@@ -27,6 +27,13 @@ class SlurmExecutor(submitit.SlurmExecutor):
     ``srun ... python -m submitit.core._submit FOLDER``.
     """
 
+    entry_module = SUBMITIT_ENTRY
+    """The job's entry point (an array's tasks start with ``cluster.backends.array_task``)."""
+
+    before_start: Callable[[list], None] | None = None
+    """Called with an array's jobs once submitted, before its tasks can start (see
+    :func:`cluster.backends.base.submit_array`): a sweep writes their run.json then."""
+
     def __init__(self, folder: str | Path, spec: JobSpec, run_dir: str | Path, backend: Backend, *,
                  array_parallelism: int | None = None) -> None:
         # submitit writes `python` into the srun line as it is: one shell word ($VAR expands in the job).
@@ -42,7 +49,7 @@ class SlurmExecutor(submitit.SlurmExecutor):
     def _submitit_command_str(self) -> str:
         # submitit's own is `python -u -m submitit.core._submit FOLDER`, which puts the submit
         # directory first on sys.path: a user's submitit.py or train.py there would be imported.
-        return job_command(self.python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+        return job_command(self.python, self.entry_module, shlex.quote(str(self.folder)), unbuffered=True)
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list:
         """An array for several submissions, like submitit's, but rendered by us (one sbatch call)."""
@@ -51,7 +58,7 @@ class SlurmExecutor(submitit.SlurmExecutor):
         array_ex = SlurmExecutor(self.folder, self.spec, self.run_dir, self.backend,
                                  array_parallelism=self.array_parallelism)
         timeout_min = (self.spec.resources.time_seconds or 3600) / 60
-        return submit_array(array_ex, delayed_submissions, submitit.SlurmJob, timeout_min)
+        return submit_array(array_ex, delayed_submissions, submitit.SlurmJob, timeout_min, self.before_start)
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         paths = utils.JobPaths(folder=self.folder)

@@ -23,11 +23,11 @@ import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from submitit.core import core, utils
 
-from cluster.backends.base import answers, carry_submission, run_command, submit_array
+from cluster.backends.base import SUBMITIT_ENTRY, answers, carry_submission, run_command, submit_array
 from cluster.backends.pbs.environment import PBSJobEnvironment
 from cluster.backends.pbs.jobid import PBSJobId, parse_qsub_output
 from cluster.backends.pbs.script import SCRIPTS
@@ -80,6 +80,13 @@ class PBSExecutor(core.PicklingExecutor):
         ex = submitit.AutoExecutor(folder, cluster="pbs", pbs_flavor="torque")
         ex.update_parameters(timeout_min=30, cpus_per_task=4, pbs_queue="gpu")
     """
+
+    entry_module = SUBMITIT_ENTRY
+    """The job's entry point (an array's tasks start with ``cluster.backends.array_task``)."""
+
+    before_start: Callable[[list], None] | None = None
+    """Called with an array's jobs once submitted, before its tasks can start (see
+    :func:`cluster.backends.base.submit_array`): a sweep writes their run.json then."""
 
     job_class = PBSJob
 
@@ -176,17 +183,17 @@ class PBSExecutor(core.PicklingExecutor):
         from_spec = self.spec and (self.spec.environment.python or self.spec.environment.venv)
         python = shell_path(self.python) if from_spec else shlex.quote(self.python)
         # Not `python -m`: the submit directory must not come first on sys.path (cluster.isolate).
-        return job_command(python, "submitit.core._submit", shlex.quote(str(self.folder)), unbuffered=True)
+        return job_command(python, self.entry_module, shlex.quote(str(self.folder)), unbuffered=True)
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
-        # An array: one qsub (-J on PBS Pro, -t on Torque), one pickle per task.
+        # An array: one qsub (-J on PBS Pro, -t on Torque), one pickle for all its tasks.
         array_ex = PBSExecutor(self.folder, flavor=self.flavor, spec=self.spec, run_dir=self.run_dir,
                                max_num_timeout=self.max_num_timeout, python=self.python)
         array_ex.parameters.update(self.parameters)
         timeout_min = (self._job_spec().resources.time_seconds or 3600) / 60
-        return submit_array(array_ex, delayed_submissions, self.job_class, timeout_min)
+        return submit_array(array_ex, delayed_submissions, self.job_class, timeout_min, self.before_start)
 
 
 def pbs_answers() -> bool:
