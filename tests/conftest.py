@@ -7,8 +7,9 @@ the node answers. When the cluster is not up they are skipped -- except under CI
 where a missing cluster fails them.
 
 Concurrency (pytest-xdist, see the README's "Tests" section): the suite runs as
-``pytest -n N --dist loadgroup -m "not serial"``, then ``pytest -m serial`` alone. A test marked
-``serial`` changes the test cluster for every test beside it (accounting switched off, a node
+``pytest -n N --dist loadgroup -m "not serial"`` and ``pytest -m serial`` one test at a time,
+either after it or (``.ci/run``) at the same time on a second test cluster. A test marked
+``serial`` changes its test cluster for every test beside it (accounting switched off, a node
 down or crashed, a lowered MaxArraySize); a test that uses the ``slurm_no_accounting`` fixtures
 is marked so here. Tests that share an expensive module-scoped fixture carry an ``xdist_group``
 mark, so that one worker builds it once.

@@ -35,6 +35,9 @@
 #                         on +2, node n1's slurmd on +4, n2's on +5. A second instance (other
 #                         state dir, name and ports) can run beside the first; it reuses the
 #                         munged already answering on the default socket.
+#   CLUSTER_TEST_FIRST_JOB_ID  FirstJobId (unset: Slurm's 1). A second instance starts its job
+#                         ids far from the first's (.ci/run's serial lane: 500000), so that
+#                         a test that finds a job's processes by its id never finds the other's.
 #   CLUSTER_TEST_WAIT     seconds to wait for each readiness check (60)
 #   CLUSTER_TEST_MAX_ARRAY_SIZE  MaxArraySize (unset: Slurm's default, 1001). A test lowers it
 #                         with `CLUSTER_TEST_MAX_ARRAY_SIZE=4 cluster.sh up`, then restores it
@@ -153,6 +156,8 @@ write_slurm_conf() {
     mem=$(mem_mb)
     local limits=""
     [ -z "${CLUSTER_TEST_MAX_ARRAY_SIZE:-}" ] || limits="MaxArraySize=$CLUSTER_TEST_MAX_ARRAY_SIZE
+"
+    [ -z "${CLUSTER_TEST_FIRST_JOB_ID:-}" ] || limits+="FirstJobId=$CLUSTER_TEST_FIRST_JOB_ID
 "
     if [ "$mode" = acct ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd
@@ -446,6 +451,12 @@ cmd_status() {
 
 cmd_env() {
     printf "export CLUSTER_TEST_STATE='%s'\n" "$S"
+    # The knobs that make a second instance: a test that runs cluster.sh again (accounting off,
+    # a lower MaxArraySize) must reach the same instance.
+    local knob
+    for knob in CLUSTER_TEST_NAME CLUSTER_TEST_PORT CLUSTER_TEST_DB_PORT CLUSTER_TEST_FIRST_JOB_ID; do
+        [ -z "${!knob:-}" ] || printf "export %s='%s'\n" "$knob" "${!knob}"
+    done
     printf "export SLURM_CONF='%s'\n" "$CONF"
     printf "export MODULESHOME='%s'\n" "$MODULES_HOME"
     # Prepends tests/slurm/modulefiles to MODULEPATH once (eval-ing twice adds nothing).
