@@ -52,10 +52,27 @@ _SWITCHES_ACCOUNTING = ("slurm_no_accounting", "slurm_no_accounting_module")
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``serial`` every test that switches accounting off through the fixtures below."""
+    """Mark ``serial`` every test that switches accounting off through the fixtures below; under
+    pytest-xdist, hand out the long tests first."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in _SWITCHES_ACCOUNTING):
             item.add_marker(pytest.mark.serial)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_runs_short)
+
+
+_LONG_MARKS = ("slow", "slurm", "ssh")
+
+
+def _runs_short(item: pytest.Item) -> bool:
+    """False for a test that trains or waits on a scheduler (marked slow, slurm or ssh).
+
+    pytest-xdist hands tests out in collection order (groups first, the largest first), so
+    these go out first and the many short ones fill the workers' last minutes; collected
+    in file order, a 10-minute test that happened to come last would run alone at the end.
+    Every worker sorts the same collection the same way (a stable sort), as xdist requires.
+    """
+    return not any(item.get_closest_marker(mark) for mark in _LONG_MARKS)
 
 
 @pytest.hookimpl(tryfirst=True)  # before any fixture is set up
