@@ -48,10 +48,11 @@ _ENV_NAME_WORD = (frozenset(_ALNUM[:52] + "_"), frozenset(_ALNUM + "_"), None)
 _VAR_NAME_WORD = (_ENV_NAME_WORD[0], _ENV_NAME_WORD[1], 64)
 # Paths may use $VAR and ${VAR}; nothing that runs a command or ends one.
 _PATH_FORBIDDEN = ("$(", "`", ";", "&", "|", "<", ">", '"', "\\", "'")
-# Regular expressions as text: ``re`` compiles each on first use (and caches it), so a command
-# pays only for those it uses. re.ASCII throughout; full matches only.
-_CONTROL = r"[\x00-\x1f\x7f]"
-_CONTROL_NOT_TAB = r"[\x00-\x08\x0a-\x1f\x7f]"
+# Control characters (ASCII's C0 and DEL), as sets too: a value holds one unless it is disjoint.
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7f]))
+_CONTROL_NOT_TAB = _CONTROL - {"\t"}
+# The other patterns are regular expressions as text (``_EXPAND``, ``_PLACEHOLDER``): ``re``
+# compiles each on first use (and caches it), so a command pays only for those it uses.
 
 
 def _is_word(value: str, word: tuple[frozenset[str], frozenset[str], int | None]) -> bool:
@@ -61,8 +62,8 @@ def _is_word(value: str, word: tuple[frozenset[str], frozenset[str], int | None]
         and all(c in rest for c in value[1:])
 
 
-def _has_control(value: str, control: str = _CONTROL) -> bool:
-    return re.search(control, value, re.ASCII) is not None
+def _has_control(value: str, control: frozenset[str] = _CONTROL) -> bool:
+    return not control.isdisjoint(value)
 
 
 # ---------------------------------------------------------------- YAML
@@ -298,6 +299,8 @@ class Environment:
 
 @dataclass(frozen=True)
 class Output:
+    """Where a job's outputs go."""
+
     runs_dir: str = "runs"
     """Where run directories are created (relative paths: to the current directory)."""
 
@@ -612,7 +615,7 @@ def _os_problem(err: OSError) -> str:
 
 def _kind_of(mode: int) -> str:
     """"a FIFO", "a device", ...: the run-directory layer's words (imported here, not at the top:
-    that module compiles patterns at import, which the login path does not pay for)."""
+    only a spec file that is not a regular file needs them)."""
     from train.contract.rundir import kind_of
 
     return kind_of(mode)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from cluster.errors import ClusterError, SchedulerError
 
 if TYPE_CHECKING:  # type names only: backends never import the spec loader at run time
+    import subprocess
+
     import submitit
 
     from cluster.backends.accounting import Usage
@@ -71,6 +72,8 @@ class Check:
 def run_command(cmd: list[str], *, timeout: float = COMMAND_TIMEOUT, check: bool = True,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a scheduler command; on failure raise SchedulerError with its own stderr."""
+    import subprocess  # here, not at the top: `cluster render` and `check` run no command
+
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except FileNotFoundError:
@@ -84,6 +87,8 @@ def run_command(cmd: list[str], *, timeout: float = COMMAND_TIMEOUT, check: bool
 
 def answers(cmd: list[str], timeout: float = 10) -> bool:
     """True when the command exists and exits 0 within ``timeout``."""
+    import subprocess
+
     if shutil.which(cmd[0]) is None:
         return False
     try:

@@ -309,8 +309,9 @@ def parse_jsonl(raw: bytes) -> tuple[list[dict[str, Any]], int]:
 _LAYOUT_FOLDERS = ("checkpoints", "tensorboard", "ranks", "logs")
 _LAYOUT_FILES = ("run.json", "spec.yaml", "metrics.jsonl", "summary.json", "progress.json", "sweep.json",
                  ".trainer.lock", ".run.lock", "checkpoints/final.pt", "checkpoints/best.pt")
-_CHECKED_ENTRIES = {"checkpoints": re.compile(r"ckpt-[0-9]+\.(?:pt|json)|final\.pt|best\.pt"),
-                    "logs": re.compile(r".*\.(?:out|err)")}
+_CHECKED_ENTRIES = {"checkpoints": r"ckpt-[0-9]+\.(?:pt|json)|final\.pt|best\.pt", "logs": r".*\.(?:out|err)"}
+"""Which entries of those folders are checked: regular expressions as text (compiled on first
+use, by ``re``: not by every command that imports this module)."""
 
 
 def check_layout(run_dir: str | Path) -> None:
@@ -329,7 +330,7 @@ def check_layout(run_dir: str | Path) -> None:
         if names is None:
             continue
         with os.scandir(path) as entries:
-            bad = [e.name for e in entries if names.fullmatch(e.name) and not e.is_file(follow_symlinks=False)]
+            bad = [e.name for e in entries if re.fullmatch(names, e.name) and not e.is_file(follow_symlinks=False)]
         if bad:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:

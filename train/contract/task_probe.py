@@ -27,9 +27,7 @@ import contextlib
 import contextvars
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -95,9 +93,14 @@ def task_options(task: Any, given: Any, prefix: str = "train.options") -> Any:
 
 
 class TaskProbe:
-    """One task module, imported in its subprocess; validates options there on request."""
+    """One task module, imported in its subprocess; validates options there on request.
+
+    (``subprocess`` and ``select`` are imported by the methods: a spec whose task is ours,
+    the usual case, starts no probe, and its command does not pay for them.)"""
 
     def __init__(self, ref: str, key: str) -> None:
+        import subprocess
+
         self.ref, self.key = ref, key
         self.module = ref.partition(":")[0]
         self.lock = threading.Lock()
@@ -171,6 +174,8 @@ class TaskProbe:
 
     def _read(self) -> dict | str | None:
         """The next JSON line from the subprocess; None at its end, "timeout" after the bound."""
+        import select
+
         deadline = time.monotonic() + timeout_seconds()
         fd = self.process.stdout.fileno()
         while b"\n" not in self.buffer:
@@ -189,6 +194,8 @@ class TaskProbe:
             return None
 
     def _wait(self, seconds: float) -> int | None:
+        import subprocess
+
         try:
             return self.process.wait(seconds)
         except subprocess.TimeoutExpired:
