@@ -89,6 +89,26 @@ LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 mounted without -o flock."""
 
 
+_HELD_LOCKS: set[int] = set()
+"""Descriptors of the trainer locks this process holds."""
+
+
+def _close_held_locks() -> None:
+    """In a forked child (a DataLoader worker): close the inherited lock descriptors.
+
+    An flock belongs to the open file, which a forked child shares: a worker still alive
+    after its trainer was killed would keep the run locked, and the next attempt would be
+    refused as a second trainer. Closing the child's copy leaves the parent's lock as it is.
+    """
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks)
+
+
 @contextlib.contextmanager
 def trainer_lock(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold DIR/.trainer.lock (an exclusive flock) while the block runs: at most one trainer
@@ -107,7 +127,7 @@ def trainer_lock(run_dir: str | Path, warn: Callable[[str], None] | None = None)
         fd, writable = rundir.open_fd(directory, TRAINER_LOCK, os.O_RDWR | os.O_CREAT), True
     except PermissionError:  # another user's run, shared through the group: lock, but write no pid
         fd, writable = rundir.open_fd(directory, TRAINER_LOCK, os.O_RDONLY), False
-    locked = False
+    locked = registered = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,13 +144,17 @@ def trainer_lock(run_dir: str | Path, warn: Callable[[str], None] | None = None)
         if writable:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        _HELD_LOCKS.add(fd)
+        registered = True
         try:
             yield
         finally:
-            if writable:
+            if writable and fd in _HELD_LOCKS:
                 os.ftruncate(fd, 0)  # no stale pid for the next holder's rivals to read
     finally:
-        os.close(fd)
+        if not registered or fd in _HELD_LOCKS:  # else a forked child that closed its copy
+            _HELD_LOCKS.discard(fd)
+            os.close(fd)
 
 
 def _lock_holder(fd: int) -> tuple[int | None, str | None]:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from train import checkpoint, runfiles
+from train.batches import Batch, DatasetBatches
 from train.device import determinism_record, enforce_determinism, resolve_device
 from train.testhooks import pause_at
 from train.contract import DEADLINE_ENV, EXIT_REQUEUE, RunLocked, SpecError, signals
@@ -146,17 +147,58 @@ def configure_threads(tasks_on_node: int = 1, threads: int | None = None) -> int
 def automatic_threads(tasks_on_node: int = 1) -> int:
     """The thread count `configure_threads` chooses when neither train.threads nor
     $OMP_NUM_THREADS says."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    allocated = allocated_cpus(tasks_on_node)
+    return allocated if allocated is not None else min(AUTOMATIC_MAX_THREADS, idle_cpus(tasks_on_node))
+
+
+def _affinity_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def allocated_cpus(tasks_on_node: int = 1) -> int | None:
+    """The CPUs the scheduler allocated to this task (see `configure_threads`), capped by
+    the process's affinity; None without an allocation."""
     for name in ALLOCATED_CPUS_ENV:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             per_task = int(value) if name == "SLURM_CPUS_PER_TASK" else int(value) // tasks_on_node
-            return max(1, min(cpus, per_task))
+            return max(1, min(_affinity_cpus(), per_task))
+    return None
+
+
+def idle_cpus(tasks_on_node: int = 1) -> int:
+    """This task's share of the CPUs the 1-minute load average leaves idle (after a quarter
+    CPU of slack for background noise), at least 1."""
+    cpus = _affinity_cpus()
     try:
         idle = cpus - os.getloadavg()[0]
     except OSError:  # no load average to read
         idle = cpus
-    return max(1, min(AUTOMATIC_MAX_THREADS, cpus // tasks_on_node, int((idle + 0.25) / tasks_on_node)))
+    return max(1, min(cpus // tasks_on_node, int((idle + 0.25) / tasks_on_node)))
+
+
+MAX_DATA_WORKERS = 8
+"""Most DataLoader worker processes per task: beyond a few, reading keeps up anyway."""
+
+
+def data_workers(threads: int, device: torch.device, tasks_on_node: int = 1, task: Any = None) -> int:
+    """DataLoader worker processes that read a Dataset task's training batches ahead: the
+    CPUs this task has beyond those its training keeps busy (torch's `threads` on the CPU,
+    the training process's own on a GPU), at most `MAX_DATA_WORKERS`; 0 reads them in the
+    training process. The CPUs are the allocation's, or without one the idle ones (as for
+    the threads: a machine without an allocation is usually shared, and a worker there
+    competes with the training for the same cores). A task whose Dataset cannot be read
+    in a forked process says `data_workers = 0`.
+
+    Which process reads a batch changes nothing in it (`train.batches`): a run may resume
+    with another count, and ends bitwise as it would have.
+    """
+    asked = getattr(task, "data_workers", None)
+    if asked is not None:
+        return max(0, int(asked))
+    allocated = allocated_cpus(tasks_on_node)
+    cpus = allocated if allocated is not None else idle_cpus(tasks_on_node)
+    return max(0, min(MAX_DATA_WORKERS, cpus - (threads if device.type == "cpu" else 1)))
 
 
 @contextlib.contextmanager
@@ -206,7 +248,8 @@ class _Split:
     A tuple of tensors (inputs..., target) is stacked once on the training device: a batch
     is then one indexing per tensor, with no per-sample Python, no collation and no
     host-to-device copy. A Dataset is read item by item on the CPU and each batch
-    collated (`default_collate`) and moved.
+    collated (`default_collate`) and moved; the training split's through a DataLoader
+    (`train.batches`), whose workers read ahead where the job has CPUs to spare.
     """
 
     def __init__(self, data: Any, device: torch.device, what: str) -> None:
@@ -219,9 +262,28 @@ class _Split:
             self.length = len(data[-1])
         else:
             self.tensors, self.dataset, self.length = None, data, len(data)
+        self.loader: DatasetBatches | None = None
 
     def __len__(self) -> int:
         return self.length
+
+    def read_ahead(self, workers: int, seed: int, rank: int) -> None:
+        """Read a Dataset's training batches through a DataLoader with `workers` worker
+        processes (0: in this process); a tuple of tensors needs none."""
+        if self.dataset is not None:
+            self.loader = DatasetBatches(self.dataset, self.device, workers, seed, rank)
+
+    def epoch(self, epoch: int, steps: range, rows: Callable[[int], torch.Tensor]) -> Iterator[Batch]:
+        """The batches of `steps` of `epoch`, in order; `rows(step)` gives a batch's indices
+        (from `indices`)."""
+        if self.loader is not None:
+            return self.loader.epoch(epoch, steps, rows)
+        return (self.batch(rows(step)) for step in steps)
+
+    def close(self) -> None:
+        """End the DataLoader's worker processes, if any."""
+        if self.loader is not None:
+            self.loader.close()
 
     def indices(self, index: torch.Tensor) -> torch.Tensor:
         """An epoch's index vector where `batch` reads it (on the device for tensors)."""
@@ -493,13 +555,16 @@ class Trainer:
                             "which share every batch: use at least one sample per task")
         with small_conv_kernels(device), process_group(self.world, device) as comm, self._run_lock(comm):
             parts = self._setup(device, comm)
-            attempt = self._resume(parts, run_started)
-            for epoch in range(attempt.loop.epoch, self.config.epochs):
-                stopped = self._train_epoch(parts, attempt, epoch)
-                if stopped is not None:
-                    return stopped
-                self._end_epoch(parts, attempt, epoch)
-            return self._finish(parts, attempt)
+            try:
+                attempt = self._resume(parts, run_started)
+                for epoch in range(attempt.loop.epoch, self.config.epochs):
+                    stopped = self._train_epoch(parts, attempt, epoch)
+                    if stopped is not None:
+                        return stopped
+                    self._end_epoch(parts, attempt, epoch)
+                return self._finish(parts, attempt)
+            finally:
+                parts.train.close()  # data workers end while this trainer still holds the run
 
     @contextlib.contextmanager
     def _run_lock(self, comm: Comm) -> Iterator[None]:
@@ -538,6 +603,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # for data a task draws with torch (the seed's uses numpy)
         train_data, val_data = task.data()
         train, val = _Split(train_data, device, "training"), _Split(val_data, device, "validation")
+        train.read_ahead(data_workers(threads, device, world.local_size, task), cfg.seed, world.rank)
         weights = task.sample_weights(train_data)
         sampler = EpochSampler.per_sample(None if weights is None else np.asarray(weights, dtype=np.float64),
                                           len(train), cfg.seed, cfg.batch_size)
@@ -659,14 +725,17 @@ class Trainer:
             attempt.resume_sampler_state = None
         attempt.sampler_state = generator.get_state()  # as of the epoch start: saved in checkpoints
         indices = parts.train.indices(parts.sampler.draw(generator))
+        steps = range(attempt.loop.step_in_epoch, parts.steps_per_epoch)
+        world = self.world
+        batches = parts.train.epoch(epoch, steps, lambda step: parts.sampler.batch(indices, step, world.rank, world.size))
         attempt.epoch_started = time.perf_counter() - attempt.loop.epoch_seconds
         parts.progress.start_epoch()
         parts.model.train()
-        for step in range(attempt.loop.step_in_epoch, parts.steps_per_epoch):
+        for step in steps:
             stopped = self._step_boundary(parts, attempt, epoch, step)
             if stopped is not None:
                 return stopped
-            self._train_step(parts, attempt, epoch, step, indices)
+            self._train_step(parts, attempt, epoch, step, next(batches))
         return None
 
     def _step_boundary(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int) -> RunResult | None:
@@ -720,10 +789,10 @@ class Trainer:
         parts.comm.barrier()  # no rank reports "stopped" before the checkpoint is complete
         return RunResult("stopped", reason=self._stop_reason, checkpoint=attempt.last_saved_path)
 
-    def _train_step(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int, indices: torch.Tensor) -> None:
-        """One optimizer step on batch `step` of the epoch's draw (this rank's share of it)."""
+    def _train_step(self, parts: _Parts, attempt: _Attempt, epoch: int, step: int, batch: Batch) -> None:
+        """One optimizer step on `batch`, batch `step` of the epoch's draw (this rank's share of it)."""
         cfg, world, loop, sampler = self.config, self.world, attempt.loop, parts.sampler
-        inputs, target = parts.train.batch(sampler.batch(indices, step, world.rank, world.size))
+        inputs, target = batch
         batch_samples = min(cfg.batch_size, sampler.num_samples - step * cfg.batch_size)
         lr = learning_rate(cfg.lr_schedule, cfg.learning_rate, loop.global_step, cfg.epochs * parts.steps_per_epoch)
         for group in parts.optimizer.param_groups:

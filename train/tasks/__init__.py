@@ -30,6 +30,10 @@ The protocol (subclass `Task` for the defaults, or write the same attributes you
                                             #   replacement; None (default): a random permutation per epoch
         def identity(self) -> dict          # optional: what a checkpoint depends on beyond the options
                                             #   (e.g. a data file's hash); resuming with it changed is refused
+        data_workers = None                 # optional: processes reading a training Dataset ahead (None:
+                                            #   the job's spare CPUs; 0: in the training process, for a
+                                            #   Dataset that a forked process cannot read, e.g. an open
+                                            #   connection)
 
 Rules a task must keep:
 
@@ -42,8 +46,11 @@ Rules a task must keep:
 - **Exact resume: randomness only from the generators the trainer seeds and restores.**
   Those are torch's global generator (and the CUDA one), which the trainer seeds with
   `train.seed` before `data()` and again before `model()`, and saves and restores in every
-  checkpoint, so dropout or random augmentation in `forward`/`__getitem__` drawn from it
-  replays exactly; and the sampler's own generator, which picks the batches. Data must be
+  checkpoint, so dropout or random augmentation in `forward` drawn from it replays
+  exactly; the sampler's own generator, which picks the batches; and, while a training
+  Dataset's items are read (in a DataLoader worker or in the training process alike),
+  torch's generator seeded for that batch (`train.batches.batch_seed`), so random
+  augmentation in `__getitem__` replays exactly whichever process reads it. Data must be
   a deterministic function of the options and `config.seed` (use
   `numpy.random.default_rng(config.seed)` or the seeded torch generator in `data()`, never
   the clock, `random` without a seed, or DataLoader worker processes). Then a run stopped
@@ -67,6 +74,7 @@ class Task:
     Options: Any = None
     best_metric = "val_loss"
     best_mode = "min"
+    data_workers: int | None = None
 
     def __init__(self, options: Any, config: Any) -> None:
         self.options = options
