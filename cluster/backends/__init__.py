@@ -28,18 +28,29 @@ as the test suite does with a toy backend). It implements:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from cluster.backends.accounting import Usage
 from cluster.backends.base import Backend, Check, JobInfo
 from cluster.backends.script import JobOptions, Script, modules_init, python_for, shell_path
 from cluster.errors import ClusterError
 
 if TYPE_CHECKING:
+    from cluster.backends.accounting import Usage
     from cluster.spec import JobSpec
 
 __all__ = ["Backend", "Check", "JobInfo", "Usage", "JobOptions", "Script", "modules_init", "python_for", "shell_path", "get", "detect", "kinds", "for_script", "script_names", "register",
            "render", "render_script", "resolve"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Usage`` on first use: only ``cluster report`` needs it, not every command that imports
+    the registry (its dataclass costs a millisecond to define)."""
+    if name == "Usage":
+        from cluster.backends.accounting import Usage
+
+        return Usage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _BUILTIN = {"slurm": "cluster.backends.slurm", "pbs": "cluster.backends.pbs.backend",
             "local": "cluster.backends.local"}
