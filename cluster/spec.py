@@ -24,6 +24,7 @@ import yaml
 from cluster.errors import SpecError
 from cluster.units import MAX_WALLTIME_SECONDS, format_memory, format_walltime, parse_memory, parse_walltime
 from train.contract.config import TrainConfig
+from train.contract.record import Record
 
 __all__ = [
     "JobSpec", "SchedulerConfig", "Resources", "Environment", "Output", "SpecLoader",
@@ -228,8 +229,8 @@ def parse_yaml(text: str) -> Any:
 # ---------------------------------------------------------------- sections
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class SchedulerConfig(Record):
     """How the job reaches a scheduler."""
 
     kind: str = "auto"
@@ -255,8 +256,8 @@ class SchedulerConfig:
     ``sbatch --dependency=afterany:<job>`` of the same script). PBS jobs always chain."""
 
 
-@dataclass(frozen=True)
-class Resources:
+@dataclass(frozen=True, eq=False, repr=False)
+class Resources(Record):
     """One resource vocabulary, translated per scheduler by the renderers."""
 
     queue: str | None = None
@@ -272,8 +273,8 @@ class Resources:
     """Walltime in seconds, normalised from ``time`` (``HH:MM:SS``, ``D-HH:MM:SS``, minutes)."""
 
 
-@dataclass(frozen=True)
-class Environment:
+@dataclass(frozen=True, eq=False, repr=False)
+class Environment(Record):
     """What the batch script sets up before training."""
 
     modules: tuple[str, ...] = ()
@@ -297,16 +298,16 @@ class Environment:
     """A pip requirements file ``cluster env`` installs too (relative: to the current directory)."""
 
 
-@dataclass(frozen=True)
-class Output:
+@dataclass(frozen=True, eq=False, repr=False)
+class Output(Record):
     """Where a job's outputs go."""
 
     runs_dir: str = "runs"
     """Where run directories are created (relative paths: to the current directory)."""
 
 
-@dataclass(frozen=True)
-class JobSpec:
+@dataclass(frozen=True, eq=False, repr=False)
+class JobSpec(Record):
     """A fully resolved job spec."""
 
     name: str

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from cluster.isolate import job_command
 from train.contract import ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, RUN_DIR_ENV, SPEC_FILE
+from train.contract.record import Record
 
 if TYPE_CHECKING:
     from cluster.backends.base import Backend
@@ -24,8 +25,8 @@ EXIT_SETUP_FAILED = 3
 """Exit status of a script whose environment setup (a module load, TMPDIR) failed."""
 
 
-@dataclass(frozen=True)
-class JobOptions:
+@dataclass(frozen=True, eq=False, repr=False)
+class JobOptions(Record):
     """Per-submission settings that are not part of the spec."""
 
     job_name: str | None = None
@@ -44,8 +45,8 @@ class JobOptions:
     """Variables exported before the command (the submit path passes run-directory facts)."""
 
 
-@dataclass(frozen=True)
-class Script:
+@dataclass(frozen=True, eq=False, repr=False)
+class Script(Record):
     """A rendered batch script, kept in sections so that tests can compare them."""
 
     directives: list[str]

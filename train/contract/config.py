@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from train.contract import SpecError
+from train.contract.record import Record
 from train.contract.task import DEFAULT_TASK, CheckedOptions, options_to_dict, resolve_task
 from train.contract.task_probe import find_task, task_options
 
@@ -180,8 +181,8 @@ def _build(cls: type, kwargs: dict, prefix: str, default_prefix: str) -> Any:
 # --- the sections ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NpzKeys:
+@dataclass(frozen=True, eq=False, repr=False)
+class NpzKeys(Record):
     """Names of the three arrays inside a user's `.npz` file."""
 
     image: str = "x1"
@@ -212,8 +213,8 @@ class NpzKeys:
         return _build(cls, dict(d), prefix, "train.data.keys")
 
 
-@dataclass(frozen=True)
-class DataConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class DataConfig(Record):
     """Where the training data comes from and how it is split."""
 
     source: str = "synthetic"
@@ -341,8 +342,8 @@ class DataConfig:
         return out
 
 
-@dataclass(frozen=True)
-class SamplerConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class SamplerConfig(Record):
     """Per-class weights of the weighted random sampler (draws with replacement).
 
     Three ways to write it in YAML: `{positive_weight: 0.85, negative_weight: 0.1}` (the
@@ -406,8 +407,8 @@ class SamplerConfig:
         return {"positive_weight": self.positive_weight, "negative_weight": self.negative_weight}
 
 
-@dataclass(frozen=True)
-class CheckpointConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class CheckpointConfig(Record):
     """When checkpoints are written and how many are kept.
 
     A checkpoint is always written at the end of each epoch and when the job is asked to
@@ -461,8 +462,8 @@ SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class OptimizerConfig(Record):
     """The optimizer. The default is the seed's: Adam, lr = train.lr (0.001)."""
 
     name: str = "adam"
@@ -525,8 +526,8 @@ class OptimizerConfig:
         return out
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class ScheduleConfig(Record):
     """The learning rate as a function of the optimizer step (`train.optim.learning_rate`).
 
     A pure function of the global step, so resuming needs no scheduler state: the step in
@@ -586,8 +587,8 @@ class ScheduleConfig:
         return out
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class TrainConfig(Record):
     """Everything `python -m train` needs: the `train:` section of a job spec."""
 
     seed: int = 0

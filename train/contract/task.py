@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from train.contract import SpecError
+from train.contract.record import Record
 
 DEFAULT_TASK = "train.tasks.seed_convnet:SeedConvNet"
 BUILTIN_TASKS = "train.tasks"
@@ -40,8 +41,8 @@ def is_builtin_task(ref: str) -> bool:
     return module == BUILTIN_TASKS or module.startswith(BUILTIN_TASKS + ".")
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckedOptions:
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class CheckedOptions(Record):
     """A task's options as its own ``Options`` validated them in the probe: what the login node
     keeps instead of an instance of a class it did not import (YAML-safe values, lists as
     tuples). The job builds the real instance from them (:func:`materialize_options`)."""
