@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -213,6 +212,8 @@ def waiting_line(row: Row) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from cluster.runs import TERMINAL_STATES
     from cluster.status import discover_runs, rows_for
 
@@ -287,6 +288,8 @@ def report_lines(report: Report) -> list[str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
     from cluster.report import build_report
     from cluster.status import discover_runs
 
@@ -327,6 +330,8 @@ def _remote(args: argparse.Namespace) -> int | None:
     from cluster.remote.commands import dispatch
 
     def show_rows(rows: list, as_json: bool) -> None:
+        import json
+
         print(json.dumps([r.to_dict() for r in rows], indent=2) if as_json else "\n".join(status_lines(rows)),
               flush=True)
 

@@ -17,7 +17,6 @@ the login node, where torch is never imported; ``train`` imports nothing from ``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -227,6 +226,8 @@ def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, durable: bool = True) -> None:
+    import json  # here and below, not at the top: `cluster check` and `render` read and write no JSON
+
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", durable=durable)
 
 
@@ -241,6 +242,8 @@ def remove_stray_temporaries(directory: str | Path, targets: tuple[str, ...] | N
 
 def parse_metrics(text: str) -> list[dict]:
     """The records of metrics.jsonl text: one JSON object per line; a torn line is skipped."""
+    import json
+
     records = []
     for line in text.splitlines():
         try:
@@ -268,6 +271,8 @@ def append_attempt_event(run_dir: str | Path, event: str, global_step: int, **fi
     """Append one event of this attempt to ``run_dir``'s attempts.jsonl (see ``ATTEMPTS_FILE``).
 
     One short line in append mode: a crash leaves at worst a torn last line, which readers skip."""
+    import json
+
     record = {"attempt": attempt(), "event": event, "global_step": global_step, "time": time.time(), **fields}
     with open(Path(run_dir) / ATTEMPTS_FILE, "a") as handle:
         handle.write(json.dumps(record) + "\n")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import math
 import os
 import re
@@ -248,6 +247,8 @@ def _finite_float(text: str) -> float:
 def decode_json(text: str, *, finite: bool = True) -> Any:
     """Strict JSON: no NaN/Infinity (not even as 1e400) unless ``finite`` is False, no integer
     over MAX_INT_DIGITS digits; ValueError otherwise."""
+    import json  # here, not at the top: `cluster check` and `render` read no JSON
+
     if not finite:
         return json.loads(text, parse_int=_bounded_int)
     return json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
