@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from cluster.errors import ClusterError, SpecError
 from train.contract import SUMMARY_FILE
-from train.contract.rundir import RunFileError
+from train.contract.errors import RunFileError
 
 # What a command has imported by now lives until it exits: frozen, it is left out of the cyclic
 # garbage collector's walks, which the command's own imports set off again and again (about a

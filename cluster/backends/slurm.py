@@ -18,8 +18,8 @@ from cluster.backends.base import Backend, Check, JobInfo, answers, carry_submis
 from cluster.backends.script import JobOptions, quote
 from cluster.errors import SchedulerError
 from cluster.units import format_memory, format_walltime, parse_duration_text
-from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV, rundir
-from train.contract.rundir import RunFileError
+from train.contract import EXIT_REQUEUE, LOGS_DIR, PROGRESS_FILE, RUN_DIR_ENV
+from train.contract.errors import RunFileError
 
 if TYPE_CHECKING:
     from cluster.backends.accounting import Usage
@@ -337,6 +337,7 @@ def note_node_failure(run: Run, spec: JobSpec, job_id: str, resume: dict[str, An
     checkpoint step it resumes from and where. More than ``scheduler.max_node_failures``
     fails the run instead: a job that keeps losing nodes should not keep the queue busy."""
     from cluster.runs import now_iso
+    from train.contract import rundir
 
     restart = os.environ.get("SLURM_RESTART_COUNT", "0")
     if not restart.isdigit() or int(restart) < 1:

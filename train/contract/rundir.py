@@ -33,6 +33,8 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
+from train.contract.errors import RunFileError
+
 MAX_JSON_BYTES = 16 * 2**20
 """run.json, summary.json, progress.json, sweep.json, a sidecar: far above what the toolkit
 writes (a run.json with 10,000 jobs is ~1.5 MB)."""
@@ -45,23 +47,6 @@ MAX_INT_DIGITS = 30
 digits (a 400-digit "job id" or attempt count is a corrupt or hostile file)."""
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
-
-
-class RunFileError(Exception):
-    """A file or folder of a run directory that is not what it must be: ``path: problem``."""
-
-    exit_code = 1
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
-
-    def __reduce__(self) -> tuple:
-        return type(self), (self.path, self.problem)
 
 
 def kind_of(mode: int) -> str:
