@@ -35,11 +35,11 @@ Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 PIPE_BYTES = 256 * 1024
 """Batches up to this size come back from a worker through its pipe, as numpy arrays.
 
-A DataLoader worker hands tensors over as shared memory, and the training process fetches
-each one's file descriptor over a socket: measured here, about 0.3 ms per tensor, more
-than reading the seed-sized batch of 32 signals itself (0.3 ms for both tensors). Copying
-a small batch through the pipe costs a few microseconds; a large one (images) is cheaper
-as shared memory, which is what it gets."""
+A DataLoader worker hands tensors over as shared memory, and the training process then
+fetches each one's file descriptor over a socket. Measured on a loaded 2-core machine, for
+a batch of the signal task's 32 items that cost the training process 0.6 ms (0.3 ms per
+tensor), twice what reading the items itself took; through the pipe, 0.1 ms. A large
+batch (images) is cheaper as shared memory, which is what it gets."""
 
 
 def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
@@ -67,9 +67,6 @@ class _Reader:
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, plan: tuple[int, list[int]]) -> list:
         seed, rows = plan
