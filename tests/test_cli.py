@@ -88,6 +88,21 @@ def test_import_time_of_the_cli_has_no_torch():
     assert not imported & {"torch", "numpy"}
 
 
+UNUSED_BY_RENDER = ("json", "subprocess", "select", "threading", "train.contract.rundir",
+                    "train.contract.task_probe_process", "cluster.backends.accounting")
+"""What `render` (and `check`) of a spec whose task is ours never uses: each costs every start
+milliseconds, so the commands and code paths that use one import it themselves."""
+
+
+def test_render_imports_none_of_what_it_does_not_use():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cluster.cli", "render", "jobs/seed_convnet.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "cluster.spec" in imported  # the probe sees imports at all
+    assert sorted(imported & set(UNUSED_BY_RENDER)) == []
+
+
 def test_a_library_warning_is_one_line_on_stderr(tmp_path: Path) -> None:
     # The cli configures no logging (a command that warns of nothing never imports it):
     # logging's last resort prints the "cluster" logger's warning as its message alone.
