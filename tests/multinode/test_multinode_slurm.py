@@ -143,6 +143,8 @@ def test_a_signal_to_one_node_stops_every_rank_at_the_same_step(tmp_path: Path, 
 
 @pytest.mark.serial  # n2 down: every other test's job on it would be killed
 def test_a_two_node_job_that_cannot_fit_waits_and_status_says_why(tmp_path: Path) -> None:
+    # Alone in the queue: a job queued ahead of it would make Slurm's reason "Priority".
+    wait_until(lambda: not sh.run(["squeue", "-h", "-o", "%i"]).stdout.strip(), 300, "an empty queue")
     sh.run(["scontrol", "update", "NodeName=n2", "State=DOWN", "Reason=maintenance"], timeout=20)
     try:
         run = submit(tmp_path, *TWO_NODES)

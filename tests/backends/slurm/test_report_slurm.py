@@ -29,13 +29,18 @@ from support.runs import REPO, calls, cluster_cmd, counting_wrappers, last_run, 
 pytestmark = [pytest.mark.slurm, pytest.mark.serial]  # the scenario crashes a node under every job beside it
 
 SPEC = REPO / "jobs/ddp_smoke.yaml"
-# One task with one (fake) GPU on the gpu partition, trained on the CPU. Checkpoints at the ends
-# of epochs only, progress.json every 10 s: a node crash while progress.json is past the last
-# checkpoint loses steps that the next attempt redoes. 12 epochs: on an idle machine 4 epochs
-# (1,600 steps) took attempt 3 about 8 s, so it ended before progress.json was first written.
+# One task with one (fake) GPU on the gpu partition, trained on the CPU, one epoch of 5,000
+# steps and no periodic checkpoints: the only checkpoints are those written when a requeue stops
+# the trainer (and the one at the end). progress.json is written every 10 s, so any mid-run
+# progress record of attempt 3 is past its checkpoint, and a node crash then loses the steps in
+# between, which attempt 4 redoes. The epoch takes ~17 s at 300 steps/s, ~80 s on a loaded
+# machine: attempt 3 reaches its first progress record (10 s in) with the run still going.
+# (Twelve epochs of 400 steps, as before, left a fraction of a second between a mid-epoch
+# record and the next epoch's checkpoint, and a loaded machine missed it.)
 SCENARIO = ["--set", "resources.tasks_per_node=1", "--set", "resources.queue=gpu", "--set",
-            "resources.gpus_per_node=1", "--set", "train.device=cpu", "--set", "train.epochs=12", "--set",
-            "train.data.samples=16000", "--set", "train.checkpoint.every_steps=0", "--set", "scheduler.max_requeues=5"]
+            "resources.gpus_per_node=1", "--set", "train.device=cpu", "--set", "train.epochs=1", "--set",
+            "train.data.samples=200000", "--set", "train.checkpoint.every_steps=0", "--set",
+            "train.checkpoint.every_minutes=0", "--set", "scheduler.max_requeues=5"]
 
 
 def _report(*args: str, cwd: Path, env_path: str | None = None) -> dict:
@@ -52,9 +57,8 @@ def _training(run: Run, attempt: int) -> bool:
 
 
 def _progress_past_checkpoint(run: Run) -> bool:
-    """progress.json records steps past the newest checkpoint (a crash now loses them). Mid-epoch
-    only: at an epoch's end progress.json is rewritten while that epoch's checkpoint is still
-    being written, which is about to be newer."""
+    """progress.json records steps past the newest checkpoint (a crash now loses them), mid-epoch
+    (the record at the epoch's end comes with that epoch's checkpoint)."""
     try:
         progress = json.loads((run.path / "progress.json").read_text())
         reached, in_epoch = progress["global_step"], progress["step"]

@@ -125,6 +125,7 @@ def test_one_query_per_command_kind_for_50_runs(runs: dict[str, Path], tmp_path:
     script = tmp_path / "noop.sh"
     script.write_text("#!/bin/bash\ntrue\n")
     array = sh.sbatch(script, "--array=0-49", "--partition=cpu", f"--output={tmp_path}/%A_%a.out")
+    request.addfinalizer(lambda: sh.scancel(array))  # what is still queued would wait ahead of the next test's jobs
     job_ids = [f"{array}_{i}" for i in range(50)]
     made = _fake_runs(runs["completed"], job_ids, tmp_path / "runs")
     if not accounting:
