@@ -7,7 +7,9 @@ checkpointed, and the schedule is a pure function of the global step (no state t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import sys
 from typing import Any
 
 import torch
@@ -27,6 +29,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     for a small model that is a large share of the step time, on CPU as on GPU. Where the
     device or torch lacks them, the multi-tensor (foreach) path is the fallback.
     """
+    defer_dynamo_import()
     opt = config.optimizer
     lr = config.learning_rate
     if opt.name == "sgd":
@@ -40,6 +43,35 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return cls(model.parameters(), lr=lr, foreach=True, **kwargs)
 
 
+def defer_dynamo_import() -> None:
+    """Keep torch.optim from importing torch._dynamo in a run that never compiles.
+
+    Optimizer.add_param_group, zero_grad, state_dict and load_state_dict are wrapped by
+    torch._disable_dynamo, whose first call imports torch._dynamo (1.5 s on the 2-core test
+    machine, a third of a short job's time to its first step, paid again by every attempt)
+    only to mark them as never to be compiled. The wrapper keeps what it decided on the
+    wrapped function (``__dynamo_disable``); here that is, until something else has
+    imported torch._dynamo, the function itself: nothing can be compiling while torch._dynamo
+    is not imported. Once it is (a task that calls torch.compile), the first call makes the
+    real disabled function, as torch would have, and keeps it.
+    """
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        fn = getattr(getattr(torch.optim.Optimizer, name, None), "__wrapped__", None)
+        if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
+            fn.__dynamo_disable = _eager_until_dynamo(fn)
+
+
+def _eager_until_dynamo(fn: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is None:
+            return fn(*args, **kwargs)
+        fn.__dynamo_disable = disabled = dynamo.disable(fn, True, wrapping=False)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
 class Stepper:
     """`optimizer.step()` and `optimizer.zero_grad(set_to_none=True)`, with less Python
     around them where that changes nothing.
@@ -50,8 +82,10 @@ class Stepper:
     of what the fused kernel itself takes. For fused Adam and AdamW whose parameters share
     one device and dtype, `step` calls the kernels that `optimizer.step()` would call, with
     the same arguments, so the update is bitwise the same (tests/train/test_train_optim.py);
-    any other optimizer, and the first step (which creates the state), go through
-    `optimizer.step()`. Step hooks are not run: the trainer registers none.
+    the first step (which creates the state) calls the optimizer's own step function
+    without torch.optim's wrappers (their graph breaks import torch._dynamo, see
+    `defer_dynamo_import`), under no_grad as the wrapper would; any other optimizer goes
+    through `optimizer.step()`. Step hooks are not run: the trainer registers none.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -68,9 +102,13 @@ class Stepper:
             p.grad = None
 
     def step(self) -> None:
-        calls = self._fused_calls() if self.direct else None
-        if calls is None:
+        if not self.direct:
             self.optimizer.step()
+            return
+        calls = self._fused_calls()
+        if calls is None:  # the first step: the unwrapped Adam.step creates the state
+            with torch.no_grad():
+                inspect.unwrap(type(self.optimizer).step)(self.optimizer)
             return
         for kernel, steps, tensors, options in calls:
             torch._foreach_add_(steps, 1)  # what torch.optim.adam._fused_adam does, then its kernel

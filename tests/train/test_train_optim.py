@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from train.model import TwoInputConvNet
-from train.optim import Stepper
+from train.optim import Stepper, defer_dynamo_import
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _model() -> torch.nn.Module:
@@ -79,3 +85,28 @@ def test_parameters_without_gradients_are_left_alone() -> None:
         assert torch.equal(p, before[name]) == (name != "fc3.weight"), name
     assert optimizer.state[model.fc3.weight]["step"].item() == 2
     assert optimizer.state[model.fc1.weight]["step"].item() == 1
+
+
+def test_a_seed_run_never_imports_torch_dynamo(tmp_path: Path) -> None:
+    # torch.optim's wrappers would import it (1.5 s here) at the optimizer's construction and at
+    # its first step, in every attempt of every run; nothing compiles in the seed task.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "train", "--config", str(REPO / "jobs/smoke.yaml"),
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert {"torch.optim", "train.trainer"} <= imported  # the import log is complete...
+    assert not {name for name in imported if name.startswith("torch._dynamo")}  # ...and has no dynamo
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_once_torch_dynamo_is_imported_the_optimizer_methods_are_disabled_for_it_as_torch_does() -> None:
+    import torch._dynamo
+
+    defer_dynamo_import()
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)  # calls add_param_group
+    optimizer.zero_grad()
+    optimizer.load_state_dict(optimizer.state_dict())
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        decided = getattr(torch.optim.Optimizer, name).__wrapped__.__dynamo_disable
+        assert "_eager_until_dynamo" not in decided.__qualname__, name  # torch._dynamo.disable's own
