@@ -63,12 +63,19 @@ def wait_idle(timeout: float = 600, poll: float = 0.5) -> float:
     """Wait until the queue is empty (other sessions share this 2-core cluster); return the
     seconds waited. Goes on after ``timeout`` with a note rather than failing."""
     start = time.monotonic()
-    while queue():
+    while queue() or not nodes_idle():
         if time.monotonic() - start > timeout:
             print(f"  note: the queue is still busy after {timeout:.0f} s ({len(queue())} jobs); measuring anyway")
             break
         time.sleep(poll)
     return time.monotonic() - start
+
+
+def nodes_idle() -> bool:
+    """Every node idle: none still completing the last job (its epilogue), which would delay
+    the start of the next one."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and all(state == "idle" for state in out.stdout.split())
 
 
 def wait_gone(job_ids: list[str], timeout: float = 600, poll: float = 0.3) -> None:
