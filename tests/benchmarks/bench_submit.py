@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 
 from _slurm import REPO, cluster_script, spread, use_slurm, wait_gone, wait_idle
+from bench_cli import drop_project_bytecode
 
 OVERHEAD_TARGET = 0.5
 RATIO_TARGET = 1.2
@@ -97,12 +97,6 @@ def queue_has(job_id: str) -> bool:
 def check_completed(run_dir: Path, job_id: str) -> None:
     if not (run_dir / "summary.json").exists():
         raise SystemExit(f"job {job_id} ended without {run_dir}/summary.json; see the logs in {run_dir}")
-
-
-def drop_project_bytecode() -> None:
-    for package in ("cluster", "train"):
-        for cache in (REPO / package).rglob("__pycache__"):
-            shutil.rmtree(cache, ignore_errors=True)
 
 
 def hand_written(script: Path, run_dir: Path, env: dict[str, str]) -> dict:

@@ -12,7 +12,7 @@ import torch
 from train.model import TwoInputConvNet
 from train.optim import Stepper, defer_dynamo_import
 
-REPO = Path(__file__).resolve().parents[2]
+from support.runs import REPO
 
 
 def _model() -> torch.nn.Module:
