@@ -83,13 +83,13 @@ def wait_for_chain(run: Run, timeout: float) -> None:
 def test_refused_requeue_continues_a_short_walltime_run_through_a_dependency_chain(workdir: Path,
                                                                                      site_policy) -> None:
     # A 1-minute walltime, Slurm warns 45 s before (the trainer's own deadline is the backstop);
-    # the work is about four jobs' worth, measured here and now (before the site refuses requeue).
+    # the work is about three jobs' worth, measured here and now (before the site refuses requeue).
     # Slurm sends the warning up to a minute early, so one job may train many times what the
     # measured one did: a run that needed no second job is tried again with three times the work.
     walltime = ["resources.time=1", "scheduler.signal_seconds=45"]
     steps = steps_per_attempt(workdir, str(SMOKE), ["--executor", "slurm", *[a for s in walltime for a in ("--set", s)]],
                               20000)
-    n_epochs = max(3, -(-4 * steps // 500))  # 500 steps per epoch of 20,000 samples
+    n_epochs = max(3, -(-3 * steps // 500))  # 500 steps per epoch of 20,000 samples
     log = site_policy(refuse_requeue=True)
     for _ in range(3):
         sets = [f"train.epochs={n_epochs}", "train.data.samples=20000", *walltime, "scheduler.max_requeues=40"]
