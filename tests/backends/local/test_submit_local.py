@@ -60,7 +60,7 @@ def _timeout_run(workdir: Path, epochs: int, walltime: list[str]) -> Run:
 def test_local_timeout_requeues_and_resumes_exactly(workdir: Path) -> None:
     # The executor's own timeout warning ends each attempt: the work is six times what one
     # attempt trains on this machine now, about six attempts. At least three are asked for (two
-    # timeouts, each resumed): a machine that speeds up more than twofold between the
+    # timeouts, each resumed): a machine that speeds up threefold or more between the
     # measurement and the run (other work ended) may need fewer, and then the work is sized
     # again from what the run itself did per attempt, and the run repeated. That our controller
     # starts more attempts than submitit's own (six) is shown, deterministically, by
