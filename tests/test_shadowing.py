@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.runs import REPO, last_run, reference_sha, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, REPO, last_run, reference_sha, wait_until
 
 PLANTED = ("train", "cluster", "yaml", "submitit")
 # The `cluster` console script, as a user runs it (python -m cluster.cli would itself put the
@@ -167,7 +167,7 @@ def test_crashed_controller_is_settled_by_status(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     run = last_run(tmp_path)
     pid = int(run.read()["jobs"][0]["job_id"])
-    wait_until(lambda: run.read().get("state") == "running", 120, "the trainer to start")
+    wait_until(lambda: run.read().get("state") == "running", FIRST_EPOCH_TIMEOUT, "the trainer to start")
     os.kill(pid, 9)
     wait_until(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
                30, "the controller to die")

@@ -26,7 +26,7 @@ import yaml
 
 from cluster.runs import Run
 from support import slurm as sh
-from support.runs import REPO, calls, cluster_cmd, counting_wrappers, drive, last_run, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, REPO, calls, cluster_cmd, counting_wrappers, drive, last_run, wait_until
 
 # The two tests of the module fixture `ignoring_run` (it submits a job once) share one worker
 # under pytest -n --dist loadgroup; the others spread.
@@ -97,7 +97,7 @@ def test_slurm_walltime_and_scontrol_requeue_end_like_an_uninterrupted_run(tmp_p
     job_id = run.current_job_id()
     assert run.read()["kind"] == "command"
     # Mid-run: the scheduler requeues the job (TERM); the program checkpoints and exits 75.
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the program's first metrics line")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the program's first metrics line")
     sh.run(["scontrol", "requeue", job_id])
     record = drive(run, 420)
     assert record["state"] == "completed", record
@@ -273,7 +273,7 @@ def test_local_cancel_then_resume_finishes_exactly(tmp_path: Path) -> None:
     proc = cluster_cmd("submit", str(spec), cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = last_run(tmp_path)
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the program's first metrics line")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the program's first metrics line")
     cancelled = cluster_cmd("cancel", str(run.path), cwd=tmp_path, timeout=60)
     assert cancelled.returncode == 0, cancelled.stderr
     wait_until(lambda: (run.path / "checkpoints" / "state.npz").exists(), 60, "the checkpoint written on TERM")

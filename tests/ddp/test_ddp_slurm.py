@@ -18,7 +18,7 @@ import pytest
 from cluster.runs import Run
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, epochs, last_run, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, REPO, cluster_cmd, epochs, last_run, wait_until
 
 # One worker under pytest -n (--dist loadgroup): the module fixture `reference` runs a 2-task job once.
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("ddp-slurm")]
@@ -111,7 +111,7 @@ def test_two_task_job_completes_with_the_same_weights_on_both_ranks(tmp_path: Pa
 def test_scontrol_requeue_mid_training_resumes_exactly(tmp_path: Path, reference) -> None:
     run = submit(tmp_path, *LONGER)
     job_id = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     sh.run(["scontrol", "requeue", job_id])  # SIGTERM to both tasks, then requeued by Slurm
     sh.wait_state(job_id, ["PENDING"], timeout=60)
     wait_until(lambda: not task_pids(run), 30, "both ranks to exit after the requeue")
@@ -132,7 +132,8 @@ def test_scontrol_requeue_mid_training_resumes_exactly(tmp_path: Path, reference
 def test_usr2_to_one_rank_stops_both_at_the_same_step_and_the_job_requeues_itself(tmp_path: Path, reference) -> None:
     run = submit(tmp_path, *LONGER)
     job_id = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and len(task_pids(run)) == 2, 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and len(task_pids(run)) == 2, FIRST_EPOCH_TIMEOUT,
+               "the first epoch")
     os.kill(task_pids(run)[1], signal.SIGUSR2)  # as if Slurm's warning reached rank 1 first
     finish(run, job_id)
 

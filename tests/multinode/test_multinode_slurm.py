@@ -18,7 +18,7 @@ from cluster.runs import Run
 from train.runfiles import resume_point
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, last_run, reference_sha, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, REPO, cluster_cmd, last_run, reference_sha, wait_until
 
 # One worker under pytest -n (--dist loadgroup): the module fixture `two_node_reference` runs a 2-node job once.
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("multinode")]
@@ -174,8 +174,8 @@ def test_a_crashed_node_resumes_the_run_on_the_other_node(tmp_path: Path) -> Non
     run = submit(tmp_path, *one_task)
     job_id = run.current_job_id()
     # Crash once a periodic checkpoint (not step 0's) exists: the work since it is lost.
-    wait_until(lambda: (resume_point(run.path) or {}).get("global_step", 0) > 0, 180, "a periodic checkpoint",
-               poll=0.1)
+    wait_until(lambda: (resume_point(run.path) or {}).get("global_step", 0) > 0, FIRST_EPOCH_TIMEOUT,
+               "a periodic checkpoint", poll=0.1)
     node = sh.job_nodes(job_id)
     other = {"n1": "n2", "n2": "n1"}[node]
     sh.crash_node(node, job_id)
@@ -199,8 +199,8 @@ def test_more_node_failures_than_allowed_fail_the_run_with_a_resume_hint(tmp_pat
                  "--set", "train.data.samples=8000", "--set", "train.checkpoint.every_steps=40",
                  "--set", "scheduler.max_node_failures=0")
     job_id = run.current_job_id()
-    wait_until(lambda: (resume_point(run.path) or {}).get("global_step", 0) > 0, 180, "a periodic checkpoint",
-               poll=0.1)
+    wait_until(lambda: (resume_point(run.path) or {}).get("global_step", 0) > 0, FIRST_EPOCH_TIMEOUT,
+               "a periodic checkpoint", poll=0.1)
     node = sh.job_nodes(job_id)
     sh.crash_node(node, job_id)
     try:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from support import slurm as sh
-from support.runs import CLUSTER, REPO, calls, counting_wrappers, reference_sha, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, CLUSTER, REPO, calls, counting_wrappers, reference_sha, wait_until
 from support.sshd import as_user
 
 # One sshd, one test user and one sshd log (authentications are counted there): every remote
@@ -128,7 +128,7 @@ def test_requeue_mid_run_resumes_bitwise_and_runs_the_submitted_snapshot(remote_
     try:
         # The laptop's tree changes after submit: the queued and requeued job must not see it.
         task.write_text(original + "\nraise SystemExit('edited on the laptop after submit')\n")
-        wait_until(lambda: (remote_dir / "metrics.jsonl").exists(), 180, "the first epoch")
+        wait_until(lambda: (remote_dir / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
         sh.run(["scontrol", "requeue", job_id])
         sh.wait_state(job_id, ["PENDING"], timeout=30)
         sh.make_eligible(job_id)
@@ -176,7 +176,7 @@ def test_second_unchanged_submit_sends_nothing_and_hostile_values_stay_data(remo
 def test_cancel_then_resume_a_remote_run_from_the_laptop(remote_venv, sshd_server, laptop):
     proc = laptop_cmd(laptop, "submit", "jobs/smoke.yaml", "--host", HOST, *sets(*LONGER))
     run_id, job_id, remote_dir = submitted(proc)
-    wait_until(lambda: (remote_dir / "metrics.jsonl").exists(), 180, "the first epoch")
+    wait_until(lambda: (remote_dir / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     cancelled = laptop_cmd(laptop, "cancel", run_id)
     assert cancelled.returncode == 0 and f"cancelled job {job_id}" in cancelled.stdout, cancelled.stdout
     wait_until(lambda: status_row(laptop, run_id)["state"] == "cancelled", 60, "status to say cancelled")
@@ -225,7 +225,8 @@ def test_a_snapshot_changed_on_the_login_node_stops_the_job_where_it_starts(remo
         spec.unlink()
     run_id, job_id, remote_dir = submitted(proc)
     snap = Path(json.loads((laptop / "runs" / run_id / "remote.json").read_text())["snapshot"]["path"])
-    wait_until(lambda: "tick 3" in laptop_cmd(laptop, "logs", run_id).stdout, 120, "the first attempt to run")
+    wait_until(lambda: "tick 3" in laptop_cmd(laptop, "logs", run_id).stdout, FIRST_EPOCH_TIMEOUT,
+               "the first attempt to run")
     victim = snap / "README.md"
     victim.chmod(0o644)
     victim.write_text(victim.read_text() + "\nchanged on the login node\n")

@@ -129,21 +129,42 @@ def steps_per_attempt(workdir: Path, spec: str, args: list[str], samples: int, t
     raise NothingTrained(f"{tries} calibration attempt(s) trained nothing before they stopped")
 
 
-def local_walltime(workdir: Path, spec: str, samples: int) -> tuple[int, list[str]]:
-    """The local executor's shortest attempts that train something here and now: a 1-minute
-    walltime with the warning 48 s before it (12-second attempts), or, on a machine so loaded
-    that such an attempt ends before its first step, 36 then 24 s before it.
+def short_walltime(workdir: Path, spec: str, samples: int, executor: str,
+                   warnings: tuple[int, ...]) -> tuple[int, list[str]]:
+    """The shortest attempts of a 1-minute walltime that train something here and now: the
+    warning ``warnings[0]`` seconds before the walltime, or, when such an attempt ends before its
+    first step (a loaded machine still importing torch; Slurm sending its warning up to a minute
+    early), each later value in turn.
 
     Returns the steps one attempt trained and the ``--set`` values of that walltime.
     """
-    for seconds in (48, 36, 24):
+    for n, seconds in enumerate(warnings):
         sets = ["resources.time=1", f"scheduler.signal_seconds={seconds}"]
-        args = ["--executor", "local", *[a for s in sets for a in ("--set", s)]]
+        args = ["--executor", executor, *[a for s in sets for a in ("--set", s)]]
         try:
-            return steps_per_attempt(workdir / f"warn-{seconds}", spec, args, samples, tries=1), sets
+            return steps_per_attempt(workdir / f"warn-{n}-{seconds}", spec, args, samples, tries=1), sets
         except NothingTrained:
             continue
-    raise NothingTrained("even 36-second attempts of the local executor trained nothing")
+    raise NothingTrained(f"attempts of the {executor} executor warned {', '.join(map(str, warnings))} s "
+                         "before a 1-minute walltime all trained nothing")
+
+
+def local_walltime(workdir: Path, spec: str, samples: int) -> tuple[int, list[str]]:
+    """The local executor's short attempts: the warning 48 s before a 1-minute walltime
+    (12-second attempts), then 36 and 24 s before it."""
+    return short_walltime(workdir, spec, samples, "local", (48, 36, 24))
+
+
+def slurm_walltime(workdir: Path, spec: str, samples: int) -> tuple[int, list[str]]:
+    """Slurm's short attempts: the warning 45 s before a 1-minute walltime (at most 15-second
+    attempts; Slurm may warn up to a minute early), tried twice, then 30 and 15 s before it."""
+    return short_walltime(workdir, spec, samples, "slurm", (45, 45, 30, 15))
+
+
+# How long a test waits for a submitted job's first epoch: the job may queue behind the other
+# pytest workers' jobs on the test cluster's two cores, then import torch on a loaded machine.
+# A deadline for a hang, not a measure of speed (a quiet machine takes 5-15 s).
+FIRST_EPOCH_TIMEOUT = 600
 
 
 def counting_wrappers(directory: Path, commands: list[str]) -> tuple[str, Path]:

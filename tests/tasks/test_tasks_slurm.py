@@ -10,7 +10,7 @@ import pytest
 
 from tasks.tasks_support import train_section, write_spec
 from support import slurm as sh
-from support.runs import cluster_cmd, last_run, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, cluster_cmd, last_run, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -31,7 +31,7 @@ def test_out_of_repo_task_requeued_by_scontrol_resumes_exactly(slurm_cluster, im
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = last_run(work)
     job_id = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     sh.run(["scontrol", "requeue", job_id])  # SIGTERM, then requeued by Slurm
 
     def done() -> bool:

@@ -22,7 +22,8 @@ from cluster.runs import Run
 from cluster.spec import load_spec
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, epochs, last_run, reference_sha, steps_per_attempt, wait_until
+from support.runs import (FIRST_EPOCH_TIMEOUT, REPO, cluster_cmd, epochs, last_run, reference_sha, slurm_walltime,
+                          wait_until)
 
 pytestmark = pytest.mark.slurm
 
@@ -82,13 +83,12 @@ def wait_for_chain(run: Run, timeout: float) -> None:
 
 def test_refused_requeue_continues_a_short_walltime_run_through_a_dependency_chain(workdir: Path,
                                                                                      site_policy) -> None:
-    # A 1-minute walltime, Slurm warns 45 s before (the trainer's own deadline is the backstop);
-    # the work is about three jobs' worth, measured here and now (before the site refuses requeue).
-    # Slurm sends the warning up to a minute early, so one job may train many times what the
-    # measured one did: a run that needed no second job is tried again with three times the work.
-    walltime = ["resources.time=1", "scheduler.signal_seconds=45"]
-    steps = steps_per_attempt(workdir, str(SMOKE), ["--executor", "slurm", *[a for s in walltime for a in ("--set", s)]],
-                              20000)
+    # A 1-minute walltime, Slurm warns 45 s before (later on a loaded machine: slurm_walltime; the
+    # trainer's own deadline is the backstop); the work is about three jobs' worth, measured here
+    # and now (before the site refuses requeue). Slurm sends the warning up to a minute early, so
+    # one job may train many times what the measured one did: a run that needed no second job is
+    # tried again with three times the work.
+    steps, walltime = slurm_walltime(workdir, str(SMOKE), 20000)
     n_epochs = max(3, -(-3 * steps // 500))  # 500 steps per epoch of 20,000 samples
     log = site_policy(refuse_requeue=True)
     for _ in range(3):
@@ -134,7 +134,7 @@ def test_continuation_chain_asked_by_the_spec_never_requeues(workdir: Path, site
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
     first = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 120, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     sh.run(["scancel", "--signal=USR2", first])  # what Slurm sends before the walltime
     wait_for_chain(run, 300)
 
@@ -161,7 +161,7 @@ def test_rendered_script_submitted_by_hand_chains_itself(workdir: Path, site_pol
     first = sh.sbatch(script, f"--output={out}", f"--export=ALL,CLUSTER_RUN_DIR={run_dir}", cwd=workdir)
     second = None
     try:
-        wait_until(lambda: (run_dir / "metrics.jsonl").exists(), 120, "the first epoch")
+        wait_until(lambda: (run_dir / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
         sh.run(["scancel", "--signal=USR2", "--batch", first])  # the batch shell forwards it to the trainer
         assert sh.wait_job(first, timeout=120) == "COMPLETED"
         first_out = (workdir / f"slurm-{first}.out").read_text()
@@ -191,7 +191,7 @@ def test_a_sweep_task_continues_as_the_same_index_of_a_new_array(workdir: Path, 
     stopped = runs[1]
     task_job = stopped.current_job_id()
     assert task_job.endswith("_1")
-    wait_until(lambda: (stopped.path / "metrics.jsonl").exists(), 120, "task 1's first epoch")
+    wait_until(lambda: (stopped.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "task 1's first epoch")
     sh.run(["scancel", "--signal=USR2", task_job])
     for run in runs:
         wait_for_chain(run, 300)

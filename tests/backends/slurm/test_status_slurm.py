@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support import slurm as sh
-from support.runs import CLUSTER, REPO, calls, cluster_cmd, counting_wrappers, wait_until
+from support.runs import FIRST_EPOCH_TIMEOUT, CLUSTER, REPO, calls, cluster_cmd, counting_wrappers, wait_until
 
 # One worker under pytest -n (--dist loadgroup): the module fixture `runs` submits seven jobs once.
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("status-slurm")]
@@ -90,7 +90,7 @@ def test_states_without_accounting(runs: dict[str, Path], slurm_no_accounting, t
 def test_requeued_run_shows_requeued_and_logs_show_each_attempt(runs: dict[str, Path], tmp_path: Path) -> None:
     run_dir = runs["running"]
     job_id = json.loads((run_dir / "run.json").read_text())["jobs"][-1]["job_id"]
-    wait_until(lambda: (run_dir / "metrics.jsonl").exists(), 120, "the first epoch")
+    wait_until(lambda: (run_dir / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     sh.run(["scontrol", "requeue", job_id])
     sh.wait_state(job_id, ["PENDING"], timeout=30)
     wait_until(lambda: json.loads((run_dir / "run.json").read_text())["state"] == "requeued", 30, "the checkpoint")

@@ -17,7 +17,8 @@ from cluster.runs import Run
 from cluster.spec import load_spec
 
 from support import slurm as sh
-from support.runs import REPO, cluster_cmd, drive, last_run, reference_sha, steps_per_attempt, wait_until
+from support.runs import (FIRST_EPOCH_TIMEOUT, REPO, cluster_cmd, drive, last_run, reference_sha, slurm_walltime,
+                          wait_until)
 
 pytestmark = pytest.mark.slurm
 
@@ -51,7 +52,7 @@ def test_scontrol_requeue_mid_training_resumes_exactly(workdir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
     job_id = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists(), 90, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists(), FIRST_EPOCH_TIMEOUT, "the first epoch")
     sh.run(["scontrol", "requeue", job_id])
     sh.wait_state(job_id, ["PENDING"], timeout=30)
     sh.make_eligible(job_id)
@@ -66,8 +67,6 @@ def test_scontrol_requeue_mid_training_resumes_exactly(workdir: Path) -> None:
     assert epochs == list(range(1, 11))
 
 
-# A 1-minute walltime, Slurm warns 45 s before it; the trainer's own deadline is the backstop.
-SHORT_WALLTIME = ["resources.time=1", "scheduler.signal_seconds=45"]
 SAMPLES = 20000
 STEPS_PER_EPOCH = 500  # 16,000 training samples (a fifth is the validation split), batches of 32
 
@@ -75,11 +74,12 @@ STEPS_PER_EPOCH = 500  # 16,000 training samples (a fifth is the validation spli
 def test_walltime_shorter_than_training_continues_through_requeues(workdir: Path) -> None:
     # The work is about three attempts' worth, measured here and now; a machine that speeds up
     # after the measurement (other work ended) may finish in one: then the work is tripled.
-    args = [a for s in SHORT_WALLTIME for a in ("--set", s)]
-    steps = steps_per_attempt(workdir, str(REPO / "jobs/smoke.yaml"), ["--executor", "slurm", *args], SAMPLES)
+    # A 1-minute walltime, Slurm warns 45 s before it (later on a loaded machine: slurm_walltime);
+    # the trainer's own deadline is the backstop.
+    steps, walltime = slurm_walltime(workdir, str(REPO / "jobs/smoke.yaml"), SAMPLES)
     epochs = max(2, -(-3 * steps // STEPS_PER_EPOCH))
     for _ in range(3):
-        sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *SHORT_WALLTIME, "scheduler.max_requeues=40"]
+        sets = [f"train.epochs={epochs}", f"train.data.samples={SAMPLES}", *walltime, "scheduler.max_requeues=40"]
         proc = cluster_cmd("submit", str(REPO / "jobs/smoke.yaml"), "--executor", "slurm",
                            *[a for s in sets for a in ("--set", s)], cwd=workdir)
         assert proc.returncode == 0, proc.stderr
@@ -106,7 +106,8 @@ def test_sigkill_fails_the_run_and_resume_finishes_it(workdir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     run = last_run(workdir)
     job_id = run.current_job_id()
-    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _training_pids(run), 90, "the first epoch")
+    wait_until(lambda: (run.path / "metrics.jsonl").exists() and _training_pids(run), FIRST_EPOCH_TIMEOUT,
+               "the first epoch")
     for pid in _training_pids(run):
         os.kill(pid, signal.SIGKILL)
     sh.wait_job(job_id, timeout=60)
