@@ -191,7 +191,7 @@ def _top_level_section(text: str, key: str) -> str:
 
 def requested(run: Run) -> dict[str, Any]:
     """What the run's resolved spec asked for (spec.yaml's ``resources``); {} when unreadable."""
-    import yaml
+    from cluster.pyyaml import yaml
 
     try:
         # Only the resources section, with libyaml's loader where PyYAML has it: a report over

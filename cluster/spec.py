@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import yaml
-
 from cluster.errors import SpecError
+from cluster.pyyaml import yaml
 from cluster.units import MAX_WALLTIME_SECONDS, format_memory, format_walltime, parse_memory, parse_walltime
 from train.contract.config import TrainConfig
 from train.contract.record import Record

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import submitit
-import yaml
 
 from cluster import backends
 from cluster.backends.base import poll
 from cluster.errors import SpecError
 from cluster.job import TrainJob, job_for
+from cluster.pyyaml import yaml
 from cluster.runs import Run, make_durable, new_run_dir, now_iso, write_atomic
 from cluster.spec import MAX_SWEEP_POINTS, JobSpec, SpecTexts, apply_overrides, cut, parse_yaml
 from cluster.submit import new_record, scheduler_refusals

@@ -104,7 +104,7 @@ def hosts_file() -> Path:
 
 
 def _read_profiles(path: Path) -> dict[str, Any]:
-    import yaml
+    from cluster.pyyaml import yaml
 
     if not path.is_file():
         return {}

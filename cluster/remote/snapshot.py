@@ -98,7 +98,7 @@ def looks_secret(rel: str) -> bool:
 
 def _extends_chain(spec: Path) -> list[Path]:
     """The spec and every file its ``extends`` chain names (read as the spec loader does)."""
-    import yaml
+    from cluster.pyyaml import yaml
 
     chain, current = [], spec
     while current.is_file() and current not in chain and len(chain) < 20:
