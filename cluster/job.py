@@ -40,7 +40,7 @@ from submitit.core.utils import UncompletedJobError
 
 from cluster import backends
 from cluster.errors import ClusterError
-from cluster.runs import Run, now_iso
+from cluster.runs import TERMINAL_STATES, Run, now_iso
 from train.contract import (ATTEMPT_ENV, CHECKPOINT_DIR, CHECKPOINT_DIR_ENV, DEADLINE_ENV, EXIT_REQUEUE, RUN_DIR_ENV,
                             RunLocked, rundir, signals)
 from train.contract.task_probe import isolate_task_imports
@@ -127,7 +127,10 @@ def continue_after_checkpoint(run: Run, spec: Any, backend: Any, env: Any, reaso
     """
     if reason == "SIGTERM":
         def stopped(record: dict[str, Any]) -> None:
-            if record.get("state") != "cancelled":  # `cluster cancel` said so first
+            # An end recorded first stays: `cluster cancel` said so, or `cluster status` failed the
+            # run while this attempt checkpointed (the local controller was killed: nothing runs
+            # the job again). A requeued job's next attempt records itself as running anyway.
+            if record.get("state") not in TERMINAL_STATES:
                 record.update(state="requeued", stop_reason=reason)
 
         run.update(stopped)

@@ -41,6 +41,30 @@ def test_a_refused_continuation_fails_the_run_with_a_resume_hint(tmp_path, capsy
     assert err.splitlines() == [f"cluster-train: {message}"]
 
 
+@pytest.mark.parametrize("ended", ["cancelled", "failed"])
+def test_a_sigterm_stop_keeps_an_end_recorded_before_it(tmp_path, ended):
+    """`cluster cancel` (cancelled), or `cluster status` settling a run whose local controller
+    was killed (failed), wrote the end while the trainer checkpointed on SIGTERM: it stays."""
+    spec = load_spec(REPO / "jobs/smoke.yaml")
+    run = prepare_run(spec, "local", tmp_path / "run")
+    run.set_state(ended, error="the controller died")
+    with pytest.raises(SystemExit) as stop:
+        continue_after_checkpoint(run, spec, RefusingBackend(), SimpleNamespace(job_id="7"), "SIGTERM")
+    assert stop.value.code == 0
+    record = run.read()
+    assert record["state"] == ended and record["error"] == "the controller died" and "stop_reason" not in record
+
+
+def test_a_sigterm_stop_of_a_running_job_is_requeued_for_the_scheduler(tmp_path):
+    spec = load_spec(REPO / "jobs/smoke.yaml")
+    run = prepare_run(spec, "slurm", tmp_path / "run")
+    run.set_state("running")
+    with pytest.raises(SystemExit):
+        continue_after_checkpoint(run, spec, RefusingBackend(), SimpleNamespace(job_id="7"), "SIGTERM")
+    record = run.read()
+    assert record["state"] == "requeued" and record["stop_reason"] == "SIGTERM"
+
+
 def test_continuation_environment_keeps_the_cluster_and_drops_the_jobs_own():
     environ = {"SLURM_CONF": "/etc/slurm.conf", "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2",
                "MASTER_ADDR": "10.0.0.1", "RANK": "0", "PATH": "/bin", "SBATCH_ACCOUNT": "proj", "HOME": "/h"}
