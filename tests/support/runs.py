@@ -162,7 +162,7 @@ def slurm_walltime(workdir: Path, spec: str, samples: int) -> tuple[int, list[st
 
 
 # How long a test waits for a submitted job's first epoch: the job may queue behind the other
-# pytest workers' jobs on the test cluster's two cores, then import torch on a loaded machine.
+# pytest workers' jobs for the test cluster's CPUs, then import torch on a loaded machine.
 # A deadline for a hang, not a measure of speed (a quiet machine takes 5-15 s).
 FIRST_EPOCH_TIMEOUT = 600
 
