@@ -66,3 +66,64 @@ def test_dropout_drops_with_probability_p_and_rescales() -> None:
     assert torch.allclose(y[y != 0], torch.tensor(1 / 0.8))
     assert torch.equal(layer.eval()(x), x)
     assert Dropout(1.0).train()(x).abs().sum() == 0  # p = 1 drops everything (torch's path)
+
+
+def test_linear_matches_nn_linear_and_runs_on_onednn_on_the_cpu() -> None:
+    from train.model import Linear, _onednn_linear_op
+
+    if torch.backends.mkldnn.is_available():  # the pinned CPU build has it: the fast path must be taken
+        assert _onednn_linear_op() is not None
+    torch.manual_seed(0)
+    ours, ref = Linear(85, 1024), torch.nn.Linear(85, 1024)
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == ["weight", "bias"]  # checkpoints unchanged
+    x = torch.randn(32, 85)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), ref(x_ref)
+    if _onednn_linear_op() is not None:
+        assert type(out_ours.grad_fn).__name__ == "_OneDNNLinearFunctionBackward"
+    grad = torch.randn(32, 1024)
+    out_ours.backward(grad)
+    out_ref.backward(grad)
+    close = dict(rtol=1e-5, atol=1e-5)
+    assert torch.allclose(out_ours, out_ref, **close)
+    assert torch.allclose(x_ours.grad, x_ref.grad, **close)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, **close)
+    assert torch.allclose(ours.bias.grad, ref.bias.grad, **close)
+
+
+def test_linear_is_bitwise_repeatable_wherever_its_inputs_lie_in_memory() -> None:
+    """Exact resume compares weights bit for bit: a resumed process holds the same values
+    at other addresses, so the products must not depend on alignment."""
+    from train.model import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(1024, 256)
+    x, grad = torch.randn(32, 1024), torch.randn(32, 256)
+
+    def run(offset: int) -> list[torch.Tensor]:
+        storage = torch.zeros(x.numel() + 8)
+        xs = storage[offset:offset + x.numel()].view_as(x).copy_(x).requires_grad_()
+        layer.zero_grad(set_to_none=True)
+        out = layer(xs)
+        out.backward(grad)
+        return [out.detach(), xs.grad, layer.weight.grad, layer.bias.grad]
+
+    first = run(0)
+    for offset in (0, 1, 3, 5):
+        assert all(torch.equal(a, b) for a, b in zip(first, run(offset)))
+
+
+def test_linear_keeps_torch_own_path_off_the_fast_case() -> None:
+    from train.model import Linear
+
+    layer = Linear(8, 4)
+    assert type(layer.double()(torch.randn(3, 8, dtype=torch.float64, requires_grad=True)).grad_fn).__name__ \
+        == "AddmmBackward0"
+    layer.float()
+    assert layer(torch.randn(2, 3, 8)).shape == (2, 3, 4)  # not a batch of vectors: torch's path
+    empty = torch.randn(0, 8, requires_grad=True)  # a DDP rank left without samples by the last batch
+    layer(empty).sum().backward()
+    assert layer.weight.grad is not None and not layer.weight.grad.any()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(torch.randn(3, 8)).dtype == torch.bfloat16  # autocast still applies
