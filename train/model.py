@@ -77,6 +77,11 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+ONEDNN_MIN_WEIGHTS = 16384
+"""Smaller layers stay on MKL: oneDNN's fixed cost per product (about 14 us here) is more
+than a small product takes (fc3, 256 -> 2: 2-4 us each on MKL)."""
+
+
 class Linear(nn.Linear):
     """`nn.Linear` whose float32 matrix products on the CPU run on oneDNN instead of MKL.
 
@@ -86,13 +91,14 @@ class Linear(nn.Linear):
     machine the three products of fc2 (forward, and the two of backward, 32 x 1024 x 256)
     took 180-230 us each with MKL and 105-120 us with oneDNN, and the products are about two
     thirds of this model's training step. Elsewhere (a GPU, autocast, float64, inputs that
-    are not a batch of vectors, an empty batch, a torch without the kernel) it is
-    `nn.Linear` itself.
+    are not a batch of vectors, an empty batch, a layer smaller than ONEDNN_MIN_WEIGHTS, a
+    torch without the kernel) it is `nn.Linear` itself.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         global _ONEDNN_LINEAR, _ONEDNN_PROBED
         if (input.device.type != "cpu" or input.dim() != 2 or input.numel() == 0  # oneDNN refuses empty products
+                or self.weight.numel() < ONEDNN_MIN_WEIGHTS
                 or input.dtype != torch.float32 or self.weight.dtype != torch.float32
                 or torch.is_autocast_enabled("cpu")):
             return super().forward(input)

@@ -115,15 +115,21 @@ def test_linear_is_bitwise_repeatable_wherever_its_inputs_lie_in_memory() -> Non
 
 
 def test_linear_keeps_torch_own_path_off_the_fast_case() -> None:
-    from train.model import Linear
+    from train.model import ONEDNN_MIN_WEIGHTS, Linear, _onednn_linear_op
 
-    layer = Linear(8, 4)
-    assert type(layer.double()(torch.randn(3, 8, dtype=torch.float64, requires_grad=True)).grad_fn).__name__ \
-        == "AddmmBackward0"
+    def backward_of(layer: torch.nn.Module, x: torch.Tensor) -> str:
+        return type(layer(x.requires_grad_()).grad_fn).__name__
+
+    layer = Linear(256, 128)
+    assert layer.weight.numel() >= ONEDNN_MIN_WEIGHTS
+    if _onednn_linear_op() is not None:
+        assert backward_of(layer, torch.randn(3, 256)) == "_OneDNNLinearFunctionBackward"
+    assert backward_of(Linear(256, 2), torch.randn(3, 256)) == "AddmmBackward0"  # small: MKL is faster
+    assert backward_of(layer.double(), torch.randn(3, 256, dtype=torch.float64)) == "AddmmBackward0"
     layer.float()
-    assert layer(torch.randn(2, 3, 8)).shape == (2, 3, 4)  # not a batch of vectors: torch's path
-    empty = torch.randn(0, 8, requires_grad=True)  # a DDP rank left without samples by the last batch
+    assert layer(torch.randn(2, 3, 256)).shape == (2, 3, 128)  # not a batch of vectors: torch's path
+    empty = torch.randn(0, 256, requires_grad=True)  # a DDP rank left without samples by the last batch
     layer(empty).sum().backward()
     assert layer.weight.grad is not None and not layer.weight.grad.any()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert layer(torch.randn(3, 8)).dtype == torch.bfloat16  # autocast still applies
+        assert layer(torch.randn(3, 256)).dtype == torch.bfloat16  # autocast still applies
