@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,17 @@ def _onednn_linear_op() -> object | None:
         return None
 
 
+def _cpu_autocast_check() -> Any:
+    """`torch.is_autocast_enabled("cpu")`; torch < 2.4 spells it `is_autocast_cpu_enabled()`
+    (deprecated since, with a warning at every call)."""
+    try:
+        torch.is_autocast_enabled("cpu")
+        return lambda: torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled
+
+
+_cpu_autocast = _cpu_autocast_check()
 _ONEDNN_LINEAR: object | None = None
 _ONEDNN_PROBED = False
 
@@ -100,7 +112,7 @@ class Linear(nn.Linear):
         if (input.device.type != "cpu" or input.dim() != 2 or input.numel() == 0  # oneDNN refuses empty products
                 or self.weight.numel() < ONEDNN_MIN_WEIGHTS
                 or input.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu")):
+                or _cpu_autocast()):
             return super().forward(input)
         if not _ONEDNN_PROBED:
             _ONEDNN_LINEAR, _ONEDNN_PROBED = _onednn_linear_op(), True

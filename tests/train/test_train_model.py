@@ -90,6 +90,13 @@ def test_linear_matches_nn_linear_and_runs_on_onednn_on_the_cpu() -> None:
     assert torch.allclose(x_ours.grad, x_ref.grad, **close)
     assert torch.allclose(ours.weight.grad, ref.weight.grad, **close)
     assert torch.allclose(ours.bias.grad, ref.bias.grad, **close)
+    ours.zero_grad()
+    ref.zero_grad()
+    ours(x).sum().backward()  # the gradient reaches the layer expanded (stride 0)
+    ref(x).sum().backward()
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, **close)
+    strided = torch.randn(32, 170)[:, ::2]  # a view with a column stride
+    assert torch.allclose(ours(strided), ref(strided), **close)
 
 
 def test_linear_is_bitwise_repeatable_wherever_its_inputs_lie_in_memory() -> None:
