@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -32,12 +33,14 @@ class Dropout(nn.Dropout):
         return input * torch.rand_like(input).ge_(self.p).mul_(scale)
 
 
-def _onednn_linear_op() -> object | None:
+@functools.cache
+def _onednn_linear_op() -> Any:
     """torch's oneDNN linear kernel (`torch.ops.mkldnn._linear_pointwise`, what torch.compile
     emits for a CPU linear), or None where this torch lacks it or it gives wrong results.
 
-    It is probed once on fixed inputs (no random draw: the global generator is part of a
-    checkpoint) and compared with `F.linear`; any error or mismatch means the plain path.
+    It is probed once per process, on first use, on fixed inputs (no random draw: the global
+    generator is part of a checkpoint) and compared with `F.linear`; any error or mismatch
+    means the plain path.
     """
     try:
         if not torch.backends.mkldnn.is_available():
@@ -66,8 +69,6 @@ def _cpu_autocast_check() -> Any:
 
 
 _cpu_autocast = _cpu_autocast_check()
-_ONEDNN_LINEAR: object | None = None
-_ONEDNN_PROBED = False
 
 
 class _OneDNNLinearFunction(torch.autograd.Function):
@@ -77,15 +78,16 @@ class _OneDNNLinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+        return _onednn_linear_op()(x, weight, bias, "none", [], "")
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         grad = grad.contiguous()  # see Linear: other strides take oneDNN's slow reference path
-        grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "") if need_x else None  # grad @ weight
-        grad_w = _ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "") if need_w else None  # grad.T @ x
+        linear = _onednn_linear_op()
+        grad_x = linear(grad, weight.t(), None, "none", [], "") if need_x else None  # grad @ weight
+        grad_w = linear(grad.t(), x.t(), None, "none", [], "") if need_w else None  # grad.T @ x
         grad_b = grad.sum(0) if need_b and ctx.has_bias else None
         return grad_x, grad_w, grad_b
 
@@ -114,15 +116,10 @@ class Linear(nn.Linear):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        global _ONEDNN_LINEAR, _ONEDNN_PROBED
         if (input.device.type != "cpu" or input.dim() != 2 or input.numel() == 0  # oneDNN refuses empty products
                 or self.weight.numel() < ONEDNN_MIN_WEIGHTS or not self.weight.is_contiguous()
                 or input.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or _cpu_autocast()):
-            return super().forward(input)
-        if not _ONEDNN_PROBED:
-            _ONEDNN_LINEAR, _ONEDNN_PROBED = _onednn_linear_op(), True
-        if _ONEDNN_LINEAR is None:
+                or _cpu_autocast() or _onednn_linear_op() is None):
             return super().forward(input)
         return _OneDNNLinearFunction.apply(input.contiguous(), self.weight, self.bias)
 
