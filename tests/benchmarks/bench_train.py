@@ -103,6 +103,15 @@ class TutorialConvNet(torch.nn.Module):
         return self.fc3(F.relu(self.fc2(out)))
 
 
+def check_same_start(image_shape: tuple[int, int], vector_features: int, seed: int) -> None:
+    """TutorialConvNet and TwoInputConvNet start from the same weights under the same seed."""
+    torch.manual_seed(seed)
+    theirs = TutorialConvNet(image_shape, vector_features).state_dict()
+    torch.manual_seed(seed)
+    mine = TwoInputConvNet(image_shape, vector_features).state_dict()
+    assert list(theirs) == list(mine) and all(torch.equal(theirs[k], mine[k]) for k in mine), "different networks"
+
+
 def tutorial_samples_per_second(config: TrainConfig, network: type[torch.nn.Module] = TutorialConvNet) -> float:
     """The tutorial's training loop (its bugs fixed: same model and loss as ours), on the
     tutorial's network or, for reference, on `network`."""
@@ -113,6 +122,7 @@ def tutorial_samples_per_second(config: TrainConfig, network: type[torch.nn.Modu
     weights = [0.85 if y == 1 else 0.1 for y in train.label]
     sampler = WeightedRandomSampler(weights=weights, num_samples=len(weights), replacement=True)
     loader = DataLoader(dataset=dataset, batch_size=config.batch_size, sampler=sampler)
+    check_same_start(train.image_shape, train.vector_features, config.seed)
     torch.manual_seed(config.seed)
     model = network(train.image_shape, train.vector_features)
     loss_fun = torch.nn.CrossEntropyLoss()
