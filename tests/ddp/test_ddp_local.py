@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = """
@@ -25,12 +25,6 @@ result = Trainer(load_spec(sys.argv[1]).train, sys.argv[2], distributed=True, st
 print("RESULT", result.status, result.reason)
 """
 SETS = ["train.epochs=2", "train.data.samples=1000"]  # 25 steps per epoch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.ports import free_port
 from support.runs import CLUSTER
-from support.sshd import free_port
 
 # One sshd, one test user and one sshd log (authentications are counted there): every remote
 # test on one worker (the same xdist_group in both modules).

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 SSHD = "/usr/sbin/sshd"
@@ -31,12 +33,6 @@ HOST_ALIAS = "ct-test"
 def missing_tools() -> list[str]:
     """What must be installed for a real sshd test (empty when all is there)."""
     return [t for t in (SSHD, "ssh", "ssh-keygen", "rsync") if not shutil.which(t)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_user(name: str) -> Path:
