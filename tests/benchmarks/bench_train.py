@@ -67,9 +67,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler  # noqa: E402
 
 from train import checkpoint, runfiles  # noqa: E402
-from train.contract.config import TrainConfig  # noqa: E402
+from train.contract.config import TrainConfig, conv_features  # noqa: E402
 from train.data import load_data, stratified_split  # noqa: E402
-from train.contract.config import conv_features  # noqa: E402
 from train.model import TwoInputConvNet  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
