@@ -121,7 +121,6 @@ def tutorial_samples_per_second(config: TrainConfig, network: type[torch.nn.Modu
     weights = [0.85 if y == 1 else 0.1 for y in train.label]
     sampler = WeightedRandomSampler(weights=weights, num_samples=len(weights), replacement=True)
     loader = DataLoader(dataset=dataset, batch_size=config.batch_size, sampler=sampler)
-    check_same_start(train.image_shape, train.vector_features, config.seed)
     torch.manual_seed(config.seed)
     model = network(train.image_shape, train.vector_features)
     loss_fun = torch.nn.CrossEntropyLoss()
@@ -282,6 +281,8 @@ def main() -> int:
 
     config = TrainConfig(device="cpu", epochs=args.epochs)  # otherwise the defaults
     tutorial_threads = torch.get_num_threads()
+    arrays = load_data(config.data, config.seed)
+    check_same_start(arrays.image_shape, arrays.vector_features, config.seed)
     # Warm-up (allocator, first-call dispatch), not timed.
     tutorial_samples_per_second(TrainConfig(device="cpu", epochs=1))
     tutorial_samples_per_second(TrainConfig(device="cpu", epochs=1), TwoInputConvNet)
